@@ -1,0 +1,122 @@
+"""Values that cross the SA's door (DESIGN.md §2): frozen, never live rows.
+
+Every datetime is timezone-aware UTC. Ids are opaque URL-safe strings chosen by
+the RA from ``Entropy`` (so a seeded test run is reproducible); the SA never
+invents ids except the pagination sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+# Account.status values (RFC 8555 §7.1.2).
+ACCOUNT_VALID = "valid"
+ACCOUNT_DEACTIVATED = "deactivated"
+ACCOUNT_REVOKED = "revoked"
+
+# Stored authorization / challenge statuses (RFC 8555 §7.1.6). "expired" is
+# never stored: it is derived on read from ``expires`` and now.
+PENDING = "pending"
+PROCESSING = "processing"
+VALID = "valid"
+INVALID = "invalid"
+DEACTIVATED = "deactivated"
+REVOKED = "revoked"
+
+# Order.finalize_state: the only order state that is stored; the order's
+# status is derived from it, its authorizations and now (protocol.status).
+FINALIZE_NONE = "none"
+FINALIZE_PROCESSING = "processing"
+FINALIZE_VALID = "valid"
+FINALIZE_INVALID = "invalid"
+
+CERT_GOOD = "good"
+CERT_REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    id: str
+    key_thumbprint: str  # RFC 7638 SHA-256 thumbprint, base64url; unique
+    jwk_json: str  # the public JWK as canonical JSON text
+    status: str
+    contact: tuple[str, ...]
+    tos_agreed: bool
+    eab_kid: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EabKeyRecord:
+    kid: str
+    hmac_key: bytes
+    created_at: datetime
+    account_id: str | None  # set once, when an account binds it
+
+
+@dataclass(frozen=True)
+class ChallengeRecord:
+    id: str
+    authz_id: str
+    type: str  # "http-01", "dns-01", "tls-alpn-01"
+    token: str
+    status: str  # pending | processing | valid | invalid
+    validated_at: datetime | None = None
+    error_json: str | None = None  # RFC 7807 problem document, JSON text
+    validation_json: str | None = None  # validation record, JSON text
+
+
+@dataclass(frozen=True)
+class AuthzRecord:
+    id: str
+    account_id: str
+    identifier_type: str  # "dns" (later "ip")
+    identifier_value: str  # normalised; for a wildcard order, the base name
+    wildcard: bool
+    status: str  # pending | valid | invalid | deactivated | revoked
+    expires: datetime
+    created_at: datetime
+    challenges: tuple[ChallengeRecord, ...]
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    id: str
+    account_id: str
+    identifiers: tuple[tuple[str, str], ...]  # sorted (type, value) pairs
+    authz_ids: tuple[str, ...]  # one per identifier, same order
+    profile: str
+    not_before: datetime | None
+    not_after: datetime | None
+    expires: datetime
+    created_at: datetime
+    finalize_state: str = FINALIZE_NONE
+    error_json: str | None = None
+    certificate_serial: str | None = None
+    replaces: str | None = None
+    seq: int = 0  # assigned by the SA at insert; stable pagination cursor
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial: str  # lowercase hex, no leading zeros stripped beyond DER's own
+    account_id: str
+    order_id: str
+    issuer_id: str  # which issuing intermediate signed it
+    der: bytes
+    names: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    key_spki_sha256: str  # hex SHA-256 of the subject public key info (DER)
+    issued_at: datetime
+    status: str = CERT_GOOD
+    revoked_at: datetime | None = None
+    revocation_reason: int | None = None
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    serial: str
+    revoked_at: datetime
+    reason: int | None
