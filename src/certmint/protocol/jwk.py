@@ -146,7 +146,7 @@ def _okp_from_jwk(jwk: dict[str, Any]) -> ed25519.Ed25519PublicKey:
         raise JWKError(f'unsupported OKP curve "{crv}" (accepted: Ed25519)')
     x = _member_bytes(jwk, "x")
     if len(x) != 32:
-        raise JWKError("Ed25519 JWK member \"x\" must be exactly 32 octets")
+        raise JWKError('Ed25519 JWK member "x" must be exactly 32 octets')
     try:
         return ed25519.Ed25519PublicKey.from_public_bytes(x)
     except ValueError as exc:  # pragma: no cover - length checked above
