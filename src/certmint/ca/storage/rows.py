@@ -1,0 +1,235 @@
+"""Conversions between frozen records and table rows.
+
+Kept apart from the SA's transactions so ``sa.py`` reads as business steps.
+Tuples travel as compact JSON text; datetimes are converted by the
+``MicroTimestamp`` column type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Row
+
+from certmint.ca.storage.records import (
+    AccountRecord,
+    AuthzRecord,
+    CertificateRecord,
+    ChallengeRecord,
+    EabKeyRecord,
+    OrderRecord,
+)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def identifiers_key(identifiers: Iterable[tuple[str, str]]) -> str:
+    """A fixed-size canonical key for an identifier set (order reuse lookups).
+
+    Sorted and deduplicated, so the key does not depend on the client's order;
+    JSON-encoded so no separator character inside a value can collide.
+    """
+    canonical = dump_json(sorted({(t, v) for t, v in identifiers}))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def account_values(account: AccountRecord, eab_kid: str | None) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "key_thumbprint": account.key_thumbprint,
+        "jwk_json": account.jwk_json,
+        "status": account.status,
+        "contact_json": dump_json(list(account.contact)),
+        "tos_agreed": account.tos_agreed,
+        "eab_kid": eab_kid,
+        "created_at": account.created_at,
+    }
+
+
+def account_from_row(row: Row[Any]) -> AccountRecord:
+    return AccountRecord(
+        id=row.id,
+        key_thumbprint=row.key_thumbprint,
+        jwk_json=row.jwk_json,
+        status=row.status,
+        contact=tuple(json.loads(row.contact_json)),
+        tos_agreed=bool(row.tos_agreed),
+        eab_kid=row.eab_kid,
+        created_at=row.created_at,
+    )
+
+
+def eab_key_from_row(row: Row[Any]) -> EabKeyRecord:
+    return EabKeyRecord(
+        kid=row.kid,
+        hmac_key=bytes(row.hmac_key),
+        created_at=row.created_at,
+        account_id=row.account_id,
+    )
+
+
+def authz_values(authz: AuthzRecord) -> dict[str, Any]:
+    return {
+        "id": authz.id,
+        "account_id": authz.account_id,
+        "identifier_type": authz.identifier_type,
+        "identifier_value": authz.identifier_value,
+        "wildcard": authz.wildcard,
+        "status": authz.status,
+        "expires": authz.expires,
+        "created_at": authz.created_at,
+    }
+
+
+def challenge_values(authz: AuthzRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "authz_id": authz.id,
+            "id": chall.id,
+            "position": position,
+            "type": chall.type,
+            "token": chall.token,
+            "status": chall.status,
+            "validated_at": chall.validated_at,
+            "error_json": chall.error_json,
+            "validation_json": chall.validation_json,
+        }
+        for position, chall in enumerate(authz.challenges)
+    ]
+
+
+def challenge_from_row(row: Row[Any], authz_id: str) -> ChallengeRecord:
+    """From a joined authorization+challenge row (challenge columns prefixed ``c_``)."""
+    return ChallengeRecord(
+        id=row.c_id,
+        authz_id=authz_id,
+        type=row.c_type,
+        token=row.c_token,
+        status=row.c_status,
+        validated_at=row.c_validated_at,
+        error_json=row.c_error_json,
+        validation_json=row.c_validation_json,
+    )
+
+
+def challenge_from_plain_row(row: Row[Any]) -> ChallengeRecord:
+    """From a row of the challenges table itself."""
+    return ChallengeRecord(
+        id=row.id,
+        authz_id=row.authz_id,
+        type=row.type,
+        token=row.token,
+        status=row.status,
+        validated_at=row.validated_at,
+        error_json=row.error_json,
+        validation_json=row.validation_json,
+    )
+
+
+def authz_from_row(row: Row[Any], challenges: tuple[ChallengeRecord, ...]) -> AuthzRecord:
+    return AuthzRecord(
+        id=row.id,
+        account_id=row.account_id,
+        identifier_type=row.identifier_type,
+        identifier_value=row.identifier_value,
+        wildcard=bool(row.wildcard),
+        status=row.status,
+        expires=row.expires,
+        created_at=row.created_at,
+        challenges=challenges,
+    )
+
+
+def authzs_from_joined_rows(rows: Sequence[Row[Any]]) -> dict[str, AuthzRecord]:
+    """Fold authorization LEFT JOIN challenge rows (ordered by authz, position)."""
+    grouped: dict[str, tuple[Row[Any], list[ChallengeRecord]]] = {}
+    for row in rows:
+        entry = grouped.get(row.id)
+        if entry is None:
+            entry = (row, [])
+            grouped[row.id] = entry
+        if row.c_id is not None:
+            entry[1].append(challenge_from_row(row, row.id))
+    return {
+        authz_id: authz_from_row(first, tuple(challs))
+        for authz_id, (first, challs) in grouped.items()
+    }
+
+
+def order_values(order: OrderRecord) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "account_id": order.account_id,
+        "identifiers_json": dump_json([list(pair) for pair in order.identifiers]),
+        "identifiers_key": identifiers_key(order.identifiers),
+        "authz_ids_json": dump_json(list(order.authz_ids)),
+        "profile": order.profile,
+        "not_before": order.not_before,
+        "not_after": order.not_after,
+        "expires": order.expires,
+        "created_at": order.created_at,
+        "finalize_state": order.finalize_state,
+        "error_json": order.error_json,
+        "certificate_serial": order.certificate_serial,
+        "replaces": order.replaces,
+    }
+
+
+def order_from_row(row: Row[Any]) -> OrderRecord:
+    return OrderRecord(
+        id=row.id,
+        account_id=row.account_id,
+        identifiers=tuple((t, v) for t, v in json.loads(row.identifiers_json)),
+        authz_ids=tuple(json.loads(row.authz_ids_json)),
+        profile=row.profile,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        expires=row.expires,
+        created_at=row.created_at,
+        finalize_state=row.finalize_state,
+        error_json=row.error_json,
+        certificate_serial=row.certificate_serial,
+        replaces=row.replaces,
+        seq=int(row.seq),
+    )
+
+
+def certificate_values(cert: CertificateRecord) -> dict[str, Any]:
+    return {
+        "serial": cert.serial,
+        "account_id": cert.account_id,
+        "order_id": cert.order_id,
+        "issuer_id": cert.issuer_id,
+        "der": cert.der,
+        "names_json": dump_json(list(cert.names)),
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+        "key_spki_sha256": cert.key_spki_sha256,
+        "issued_at": cert.issued_at,
+        "status": cert.status,
+        "revoked_at": cert.revoked_at,
+        "revocation_reason": cert.revocation_reason,
+    }
+
+
+def certificate_from_row(row: Row[Any]) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row.serial,
+        account_id=row.account_id,
+        order_id=row.order_id,
+        issuer_id=row.issuer_id,
+        der=bytes(row.der),
+        names=tuple(json.loads(row.names_json)),
+        not_before=row.not_before,
+        not_after=row.not_after,
+        key_spki_sha256=row.key_spki_sha256,
+        issued_at=row.issued_at,
+        status=row.status,
+        revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+    )

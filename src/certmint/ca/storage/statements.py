@@ -1,0 +1,284 @@
+"""Prebuilt Core statements for the SA's hot path.
+
+Built once at import (or once per engine for dialect-specific inserts) and
+executed with parameter dicts, so each call skips statement construction and
+hits SQLAlchemy's compiled cache. Bind names carry a ``b_`` prefix: SQLAlchemy
+reserves a column's own name for the SET/VALUES clause.
+
+Every state change is a conditional UPDATE whose WHERE clause states the
+expected current state; the caller checks the row count (or RETURNING row).
+That is the concurrency guard: whoever commits second finds no matching row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Insert, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from certmint.ca.storage.records import (
+    ACCOUNT_DEACTIVATED,
+    ACCOUNT_VALID,
+    CERT_GOOD,
+    CERT_REVOKED,
+    DEACTIVATED,
+    FINALIZE_INVALID,
+    FINALIZE_NONE,
+    FINALIZE_PROCESSING,
+    FINALIZE_VALID,
+    PENDING,
+    PROCESSING,
+    VALID,
+)
+from certmint.ca.storage.schema import (
+    MicroTimestamp,
+    accounts,
+    authorizations,
+    certificates,
+    challenges,
+    eab_keys,
+    orders,
+)
+
+# --- accounts / EAB ----------------------------------------------------------
+
+SELECT_ACCOUNT = select(accounts).where(accounts.c.id == bindparam("b_id"))
+SELECT_ACCOUNT_BY_THUMBPRINT = select(accounts).where(
+    accounts.c.key_thumbprint == bindparam("b_thumbprint")
+)
+UPDATE_ACCOUNT_CONTACT = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("b_id"), accounts.c.status == ACCOUNT_VALID)
+    .values(contact_json=bindparam("b_contact_json"))
+    .returning(accounts)
+)
+DEACTIVATE_ACCOUNT = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("b_id"), accounts.c.status == ACCOUNT_VALID)
+    .values(status=ACCOUNT_DEACTIVATED)
+    .returning(accounts)
+)
+CHANGE_ACCOUNT_KEY = (
+    update(accounts)
+    .where(
+        accounts.c.id == bindparam("b_id"),
+        accounts.c.key_thumbprint == bindparam("b_old"),
+        accounts.c.status == ACCOUNT_VALID,
+    )
+    .values(key_thumbprint=bindparam("b_new"), jwk_json=bindparam("b_jwk_json"))
+    .returning(accounts)
+)
+# Binding is first-come: only an unbound key can be bound (RFC 8555 §7.3.4).
+BIND_EAB_KEY = (
+    update(eab_keys)
+    .where(eab_keys.c.kid == bindparam("b_kid"), eab_keys.c.account_id.is_(None))
+    .values(account_id=bindparam("b_account_id"))
+)
+SELECT_EAB_KEY = select(eab_keys).where(eab_keys.c.kid == bindparam("b_kid"))
+LIST_EAB_KEYS = select(eab_keys).order_by(eab_keys.c.created_at, eab_keys.c.kid)
+
+# --- authorizations / challenges ---------------------------------------------
+
+# Authorization LEFT JOIN its challenges, challenge columns prefixed "c_".
+_AUTHZ_JOINED_COLUMNS = (
+    *authorizations.c,
+    challenges.c.id.label("c_id"),
+    challenges.c.type.label("c_type"),
+    challenges.c.token.label("c_token"),
+    challenges.c.status.label("c_status"),
+    challenges.c.validated_at.label("c_validated_at"),
+    challenges.c.error_json.label("c_error_json"),
+    challenges.c.validation_json.label("c_validation_json"),
+)
+_AUTHZ_JOIN = authorizations.outerjoin(challenges, challenges.c.authz_id == authorizations.c.id)
+SELECT_AUTHZS_JOINED = (
+    select(*_AUTHZ_JOINED_COLUMNS)
+    .select_from(_AUTHZ_JOIN)
+    .where(authorizations.c.id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(authorizations.c.id, challenges.c.position)
+)
+# Same, but locking the authorization row (PostgreSQL; SQLite's BEGIN
+# IMMEDIATE already serialises writers and the clause is not rendered there).
+SELECT_AUTHZ_JOINED_FOR_UPDATE = (
+    select(*_AUTHZ_JOINED_COLUMNS)
+    .select_from(_AUTHZ_JOIN)
+    .where(authorizations.c.id == bindparam("b_id"))
+    .order_by(challenges.c.position)
+    .with_for_update(of=authorizations)
+)
+SELECT_REUSABLE_AUTHZS = (
+    select(authorizations)
+    .where(
+        authorizations.c.account_id == bindparam("b_account_id"),
+        tuple_(
+            authorizations.c.identifier_type,
+            authorizations.c.identifier_value,
+            authorizations.c.wildcard,
+        ).in_(bindparam("b_identifiers", expanding=True)),
+        authorizations.c.status.in_(bindparam("b_statuses", expanding=True)),
+        authorizations.c.expires > bindparam("b_min_expires", type_=MicroTimestamp),
+    )
+    .order_by(authorizations.c.created_at.desc(), authorizations.c.expires.desc())
+)
+SELECT_CHALLENGES_OF = (
+    select(challenges)
+    .where(challenges.c.authz_id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(challenges.c.authz_id, challenges.c.position)
+)
+_ACTIVE_CHALLENGE = challenges.alias("active_challenge")
+# RFC 8555 §7.5.1: one validation attempt per authorization. The WHERE clause
+# restates every precondition so the UPDATE alone is a correct guard.
+START_CHALLENGE = (
+    update(challenges)
+    .where(
+        challenges.c.authz_id == bindparam("b_authz_id"),
+        challenges.c.id == bindparam("b_challenge_id"),
+        challenges.c.status == PENDING,
+        select(authorizations.c.id)
+        .where(authorizations.c.id == bindparam("b_authz_id"), authorizations.c.status == PENDING)
+        .exists(),
+        ~select(_ACTIVE_CHALLENGE.c.id)
+        .where(
+            _ACTIVE_CHALLENGE.c.authz_id == bindparam("b_authz_id"),
+            _ACTIVE_CHALLENGE.c.status.in_([PROCESSING, VALID]),
+        )
+        .exists(),
+    )
+    .values(status=PROCESSING)
+)
+FINISH_CHALLENGE = (
+    update(challenges)
+    .where(
+        challenges.c.authz_id == bindparam("b_authz_id"),
+        challenges.c.id == bindparam("b_challenge_id"),
+        challenges.c.status == PROCESSING,
+    )
+    .values(
+        status=bindparam("b_status"),
+        validated_at=bindparam("b_validated_at", type_=MicroTimestamp),
+        error_json=bindparam("b_error_json"),
+        validation_json=bindparam("b_validation_json"),
+    )
+)
+FINISH_AUTHZ = (
+    update(authorizations)
+    .where(authorizations.c.id == bindparam("b_authz_id"), authorizations.c.status == PENDING)
+    .values(
+        status=bindparam("b_status"),
+        expires=func.coalesce(
+            bindparam("b_expires", type_=MicroTimestamp), authorizations.c.expires
+        ),
+    )
+)
+DEACTIVATE_AUTHZ = (
+    update(authorizations)
+    .where(
+        authorizations.c.id == bindparam("b_authz_id"),
+        authorizations.c.status.in_([PENDING, VALID]),
+    )
+    .values(status=DEACTIVATED)
+)
+
+INSERT_AUTHORIZATIONS = authorizations.insert()
+INSERT_CHALLENGES = challenges.insert()
+
+# --- orders ------------------------------------------------------------------
+
+INSERT_ORDER = orders.insert().returning(orders.c.seq)
+SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
+SELECT_REUSABLE_ORDER = (
+    select(orders)
+    .where(
+        orders.c.account_id == bindparam("b_account_id"),
+        orders.c.identifiers_key == bindparam("b_identifiers_key"),
+        orders.c.profile == bindparam("b_profile"),
+        orders.c.not_before.is_(None),
+        orders.c.not_after.is_(None),
+        orders.c.finalize_state == FINALIZE_NONE,
+        orders.c.expires > bindparam("b_now", type_=MicroTimestamp),
+    )
+    .order_by(orders.c.seq.desc())
+    .limit(1)
+)
+LIST_ORDERS = (
+    select(orders)
+    .where(orders.c.account_id == bindparam("b_account_id"), orders.c.seq > bindparam("b_after"))
+    .order_by(orders.c.seq)
+    .limit(bindparam("b_limit"))
+)
+BEGIN_FINALIZE = (
+    update(orders)
+    .where(orders.c.id == bindparam("b_id"), orders.c.finalize_state == FINALIZE_NONE)
+    .values(finalize_state=FINALIZE_PROCESSING)
+)
+COMPLETE_FINALIZE = (
+    update(orders)
+    .where(orders.c.id == bindparam("b_id"), orders.c.finalize_state == FINALIZE_PROCESSING)
+    .values(finalize_state=FINALIZE_VALID, certificate_serial=bindparam("b_serial"))
+    .returning(orders)
+)
+FAIL_FINALIZE = (
+    update(orders)
+    .where(orders.c.id == bindparam("b_id"), orders.c.finalize_state == FINALIZE_PROCESSING)
+    .values(finalize_state=FINALIZE_INVALID, error_json=bindparam("b_error_json"))
+    .returning(orders)
+)
+
+# --- certificates ------------------------------------------------------------
+
+SELECT_CERTIFICATE = select(certificates).where(certificates.c.serial == bindparam("b_serial"))
+SELECT_SERIAL_EXISTS = select(certificates.c.serial).where(
+    certificates.c.serial == bindparam("b_serial")
+)
+REVOKE_CERTIFICATE = (
+    update(certificates)
+    .where(certificates.c.serial == bindparam("b_serial"), certificates.c.status == CERT_GOOD)
+    .values(
+        status=CERT_REVOKED,
+        revoked_at=bindparam("b_revoked_at", type_=MicroTimestamp),
+        revocation_reason=bindparam("b_reason"),
+    )
+)
+# RFC 5280 §5.1.2.6: a CRL need not list certificates past their notAfter.
+LIST_REVOKED = (
+    select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
+    .where(
+        certificates.c.issuer_id == bindparam("b_issuer_id"),
+        certificates.c.status == CERT_REVOKED,
+        certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+    )
+    .order_by(certificates.c.serial)
+)
+
+
+@dataclass(frozen=True)
+class DialectInserts:
+    """INSERT ... ON CONFLICT DO NOTHING, spelled for the engine's dialect.
+
+    Both SQLite (3.24+) and PostgreSQL support it; SQLAlchemy needs the
+    dialect's own ``insert`` to render it. Doing nothing on conflict (and
+    reading the row count) keeps a PostgreSQL transaction usable, where a
+    raised IntegrityError would abort it.
+    """
+
+    account_if_new: Insert
+    eab_key_if_new: Insert
+    certificate_if_new: Insert
+
+
+def dialect_inserts(engine: Engine) -> DialectInserts:
+    name = engine.dialect.name
+    make: Any
+    if name == "sqlite":
+        make = sqlite.insert
+    elif name == "postgresql":
+        make = postgresql.insert
+    else:  # normalise_url admits no other backend
+        raise ValueError(f"unsupported dialect {name}")
+    return DialectInserts(
+        account_if_new=make(accounts).on_conflict_do_nothing(index_elements=["key_thumbprint"]),
+        eab_key_if_new=make(eab_keys).on_conflict_do_nothing(index_elements=["kid"]),
+        certificate_if_new=make(certificates).on_conflict_do_nothing(index_elements=["serial"]),
+    )
