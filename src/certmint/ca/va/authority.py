@@ -1,0 +1,126 @@
+"""The Validation Authority: does the applicant control this identifier?
+
+Boulder's VA role (DESIGN.md §2). It talks to the network only — resolver,
+HTTP fetcher, TLS dialer — never to storage, and it reports failure as data:
+``validate`` always returns a ``ValidationResult`` and never raises for
+anything an applicant or the network can cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from certmint.ca.va.addresses import normalize_hostname, parse_ip
+from certmint.ca.va.dns01 import Dns01Validator
+from certmint.ca.va.http01 import Http01Validator, build_http_client
+from certmint.ca.va.model import VAConfig, ValidationRequest, ValidationResult
+from certmint.ca.va.resolver import VAResolver
+from certmint.ca.va.tlsalpn01 import TlsAlpn01Validator
+from certmint.protocol.challenges import is_valid_token
+from certmint.protocol.problems import Problem, ProblemType
+from certmint.runtime import Clock
+
+log = logging.getLogger(__name__)
+
+HTTP_01 = "http-01"
+DNS_01 = "dns-01"
+TLS_ALPN_01 = "tls-alpn-01"
+
+# RFC 7638 thumbprints are base64url; SHA-256 gives 43 characters, and we
+# leave room for longer hashes without letting arbitrary text through.
+_THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def malformed(detail: str) -> ValidationResult:
+    return ValidationResult(
+        valid=False,
+        problem=Problem(type=ProblemType.MALFORMED, detail=detail, status=400),
+        records=(),
+    )
+
+
+class ValidationAuthority:
+    def __init__(self, config: VAConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._resolver = VAResolver(config)
+        self._client = build_http_client(config)
+        self._http01 = Http01Validator(config, self._resolver, self._client)
+        self._dns01 = Dns01Validator(config, self._resolver)
+        self._tlsalpn01 = TlsAlpn01Validator(config, self._resolver)
+
+    @property
+    def config(self) -> VAConfig:
+        return self._config
+
+    @property
+    def supported_challenge_types(self) -> tuple[str, ...]:
+        return (HTTP_01, DNS_01, TLS_ALPN_01)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def validate(self, request: ValidationRequest) -> ValidationResult:
+        started = self._clock.monotonic()
+        result = await self._dispatch(request)
+        log.info(
+            "va %s %s:%s valid=%s problem=%s in %.3fs",
+            request.challenge_type,
+            request.identifier_type,
+            request.identifier_value,
+            result.valid,
+            result.problem.type if result.problem else None,
+            self._clock.monotonic() - started,
+        )
+        return result
+
+    async def _dispatch(self, request: ValidationRequest) -> ValidationResult:
+        kind = request.challenge_type
+        if kind not in self.supported_challenge_types:
+            return malformed(f"Unsupported challenge type {echo(kind)!r}")
+        if not is_valid_token(request.token):
+            return malformed("Challenge token is not a base64url string of at least 128 bits")
+        thumbprint = request.key_authorization.removeprefix(request.token + ".")
+        if thumbprint == request.key_authorization or not _THUMBPRINT.fullmatch(thumbprint):
+            return malformed('Key authorization is not "<token>.<account key thumbprint>"')
+        host = self._target_host(request)
+        if host is None:
+            return malformed(
+                f"Cannot validate {echo(request.identifier_type)} identifier "
+                f"{echo(request.identifier_value)!r} with {kind}"
+            )
+        if kind == HTTP_01:
+            return await self._http01.validate(host, request.token, request.key_authorization)
+        if kind == TLS_ALPN_01:
+            return await self._tlsalpn01.validate(host, request.key_authorization)
+        return await self._dns01.validate(host, request.key_authorization)
+
+    def _target_host(self, request: ValidationRequest) -> str | None:
+        """The lower-case name or canonical IP text to validate, or None.
+
+        Wildcards are only provable with dns-01 (RFC 8555 §7.1.3, BR
+        3.2.2.4.7), whose record lives at the base name. IP identifiers
+        (RFC 8738 §7) are provable with http-01 and tls-alpn-01 only.
+        """
+        value = request.identifier_value
+        if request.identifier_type == "ip":
+            if request.challenge_type == DNS_01:
+                return None
+            address = parse_ip(value)
+            return str(address) if address is not None and "[" not in value else None
+        if request.identifier_type != "dns":
+            return None
+        if value.startswith("*."):
+            if request.challenge_type != DNS_01:
+                return None
+            value = value[2:]
+        if parse_ip(value) is not None:
+            return None
+        return normalize_hostname(value)
+
+
+def echo(text: str, limit: int = 64) -> str:
+    """Bounded, printable rendering of caller-supplied text for a detail."""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
