@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -18,7 +19,10 @@ from cryptography.x509.oid import NameOID
 
 from certmint.protocol.b64 import b64url_encode
 from certmint.protocol.jwk import PrivateKey
-from certmint.runtime import Entropy
+
+if TYPE_CHECKING:
+    # Only the protocol type: this package stays free of runtime imports.
+    from certmint.runtime import Entropy
 
 # RFC 8555 §8.1: tokens carry at least 128 bits of entropy; we use 256.
 TOKEN_BYTES = 32
