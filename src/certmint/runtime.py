@@ -53,3 +53,20 @@ class SystemEntropy:
 
     def randbelow(self, n: int) -> int:
         return secrets.randbelow(n)
+
+
+class SeededEntropy:
+    """Reproducible randomness for chaos and tests: the same seed replays the
+    same run. Never used for keys, serials, nonces, tokens or ids."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.seed = seed
+        self._rng = random.Random(seed)  # noqa: S311 - deliberately reproducible
+
+    def token_bytes(self, n: int) -> bytes:
+        return self._rng.randbytes(n)
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)

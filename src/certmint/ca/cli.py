@@ -1,0 +1,329 @@
+"""``certmint-ca``: serve the CA, and operate it (EAB keys).
+
+This is the top of the program: the only place that reads the real clock,
+the environment and the terminal, and turns every failure into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from certmint.ca.config import CAConfig, ChaosConfig
+
+DEFAULT_DATA_DIR = "certmint-ca-data"
+DEV_DNS = ("127.0.0.1", 8053)
+DEV_HTTP01_PORT = 5002
+DEV_TLSALPN01_PORT = 5001
+
+log = logging.getLogger("certmint.ca")
+
+
+class CliError(Exception):
+    """A failure to report as one plain line."""
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CliError(f"{what} must look like HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certmint-ca", description="certmint's ACME certificate authority (RFC 8555)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the CA (ACME over HTTPS + management API)")
+    serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    serve.add_argument("--listen", default="127.0.0.1:14000", help="ACME HTTPS address")
+    serve.add_argument("--management-listen", default="127.0.0.1:15000")
+    serve.add_argument("--base-url", help="public ACME base URL (default from --listen)")
+    serve.add_argument("--management-base-url", help="public management/CRL base URL")
+    serve.add_argument("--database-url", help="default: SQLite file in the data dir")
+    serve.add_argument("--http01-port", type=int, help="port the VA uses for http-01 (80)")
+    serve.add_argument("--tlsalpn01-port", type=int, help="port for tls-alpn-01 (443)")
+    serve.add_argument("--dns-resolver", action="append", default=[], metavar="HOST:PORT")
+    serve.add_argument("--allow-private-addresses", action="store_true")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="local playground: test DNS on 127.0.0.1:8053 answering 127.0.0.1 for "
+        "every name, http-01 on port 5002, tls-alpn-01 on port 5001",
+    )
+    serve.add_argument("--terms-of-service", help="URL clients must agree to")
+    serve.add_argument("--eab-required", action="store_true")
+    serve.add_argument("--chaos-nonce-reject", type=float, default=0.0, metavar="PCT")
+    serve.add_argument("--chaos-validation-delay", type=float, default=0.0, metavar="SECONDS")
+    serve.add_argument("--chaos-authz-reuse", type=float, default=None, metavar="PCT")
+    serve.add_argument("--chaos-seed", type=int, default=None)
+
+    eab = sub.add_parser("eab", help="external account binding keys")
+    eab_sub = eab.add_subparsers(dest="eab_command", required=True)
+    for name, text in (("create", "create an EAB key"), ("list", "list EAB keys")):
+        cmd = eab_sub.add_parser(name, help=text)
+        cmd.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+        cmd.add_argument("--database-url")
+    return parser
+
+
+def _database_url(args: argparse.Namespace, data_dir: Path) -> str:
+    url: str | None = args.database_url
+    return url or f"sqlite:///{data_dir / 'certmint.db'}"
+
+
+@dataclass(frozen=True)
+class _Listeners:
+    acme: tuple[str, int]
+    management: tuple[str, int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "eab":
+            return _eab(args)
+    except CliError as exc:
+        print(f"certmint-ca: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, never a traceback (-v shows it)
+        if args.verbose:
+            log.exception("failed")
+        print(f"certmint-ca: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _eab(args: argparse.Namespace) -> int:
+    from certmint.ca.storage import open_storage
+    from certmint.ca.storage.records import EabKeyRecord
+    from certmint.protocol.b64 import b64url_encode
+    from certmint.runtime import SystemClock, SystemEntropy
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sa = open_storage(_database_url(args, data_dir))
+    try:
+        if args.eab_command == "create":
+            entropy = SystemEntropy()
+            record = EabKeyRecord(
+                kid="kid-" + b64url_encode(entropy.token_bytes(12)),
+                hmac_key=entropy.token_bytes(32),
+                created_at=SystemClock().now(),
+                account_id=None,
+            )
+            sa.create_eab_key(record)
+            print(f"kid: {record.kid}")
+            print(f"hmac-key: {b64url_encode(record.hmac_key)}")
+        else:
+            for key in sa.list_eab_keys():
+                bound = f"bound to account {key.account_id}" if key.account_id else "unused"
+                print(f"{key.kid}  created {key.created_at:%Y-%m-%d %H:%M}  {bound}")
+    finally:
+        sa.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from certmint.ca.app import build_ca_server
+    from certmint.ca.issuance.hierarchy import load_or_create_dev_hierarchy
+    from certmint.ca.storage import open_storage
+    from certmint.ca.va.authority import ValidationAuthority
+    from certmint.ca.va.model import VAConfig
+    from certmint.runtime import SystemClock, SystemEntropy
+
+    listeners = _Listeners(
+        acme=_host_port(args.listen, "--listen"),
+        management=_host_port(args.management_listen, "--management-listen"),
+    )
+    acme_host, acme_port = listeners.acme
+    mgmt_host, mgmt_port = listeners.management
+    base_url = args.base_url or f"https://{_url_host(acme_host)}:{acme_port}"
+    mgmt_url = args.management_base_url or f"http://{_url_host(mgmt_host)}:{mgmt_port}"
+
+    resolvers = tuple(args.dns_resolver)
+    http01_port = args.http01_port
+    tlsalpn01_port = args.tlsalpn01_port
+    allow_private = args.allow_private_addresses
+    if args.dev:
+        resolvers = resolvers or (f"{DEV_DNS[0]}:{DEV_DNS[1]}",)
+        http01_port = http01_port or DEV_HTTP01_PORT
+        tlsalpn01_port = tlsalpn01_port or DEV_TLSALPN01_PORT
+        allow_private = True
+
+    clock, entropy = SystemClock(), SystemEntropy()
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server_names = sorted({"localhost", "127.0.0.1", "::1", _url_host(acme_host).strip("[]")})
+    hierarchy = load_or_create_dev_hierarchy(data_dir, clock, entropy, server_names)
+    sa = open_storage(_database_url(args, data_dir))
+    va = ValidationAuthority(
+        VAConfig(
+            resolvers=resolvers,
+            http01_port=http01_port or 80,
+            tlsalpn01_port=tlsalpn01_port or 443,
+            allow_private_addresses=allow_private,
+        ),
+        clock,
+    )
+    config = CAConfig(
+        base_url=base_url,
+        management_base_url=mgmt_url,
+        terms_of_service=args.terms_of_service,
+        eab_required=args.eab_required,
+        chaos=ChaosConfig(
+            nonce_reject_percent=args.chaos_nonce_reject,
+            validation_delay_seconds=args.chaos_validation_delay,
+            authz_reuse_percent=args.chaos_authz_reuse,
+            seed=args.chaos_seed,
+        ),
+    )
+    server = build_ca_server(
+        config=config, sa=sa, va=va, hierarchy=hierarchy, clock=clock, entropy=entropy
+    )
+    root = hierarchy.root_paths[0]
+    lines = [
+        f"ACME directory {base_url}/directory",
+        f"root certificate {root} (also {mgmt_url}/roots/0)",
+    ]
+    if server.chaos_seed is not None:
+        lines.append(f"chaos on, seed {server.chaos_seed}")
+    lines.append("try: " + _certbot_hint(base_url, root, http01_port or 80, args.dev))
+    try:
+        _run(server, listeners, hierarchy.tls_cert_path, hierarchy.tls_key_path, lines, args.dev)
+    finally:
+        sa.close()
+    return 0
+
+
+def _certbot_hint(base_url: str, root: Path, http01_port: int, dev: bool) -> str:
+    name = "test.example" if dev else "YOUR.DOMAIN"
+    parts = [
+        f"REQUESTS_CA_BUNDLE={shlex.quote(str(root))}",
+        "certbot certonly --standalone",
+        f"--server {base_url}/directory",
+        f"-d {name}",
+        "--agree-tos --register-unsafely-without-email --non-interactive",
+    ]
+    if http01_port != 80:
+        parts.append(f"--http-01-port {http01_port}")
+    if dev:
+        parts.append(
+            "--config-dir /tmp/certmint-try/config --work-dir /tmp/certmint-try/work "
+            "--logs-dir /tmp/certmint-try/logs"
+        )
+    return " ".join(parts)
+
+
+def _run(
+    server: Any,
+    listeners: _Listeners,
+    tls_cert: Path,
+    tls_key: Path,
+    lines: list[str],
+    dev: bool,
+) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is an optional speed-up
+        pass
+    asyncio.run(_serve_forever(server, listeners, tls_cert, tls_key, lines, dev))
+
+
+async def _serve_forever(
+    server: Any,
+    listeners: _Listeners,
+    tls_cert: Path,
+    tls_key: Path,
+    lines: list[str],
+    dev: bool,
+) -> None:
+    import uvicorn
+
+    common: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        "server_header": False,
+        "date_header": False,
+    }
+    acme = uvicorn.Server(
+        uvicorn.Config(
+            server.acme_app,
+            host=listeners.acme[0],
+            port=listeners.acme[1],
+            ssl_certfile=str(tls_cert),
+            ssl_keyfile=str(tls_key),
+            backlog=2048,
+            **common,
+        )
+    )
+    management = uvicorn.Server(
+        uvicorn.Config(
+            server.management_app,
+            host=listeners.management[0],
+            port=listeners.management[1],
+            **common,
+        )
+    )
+    dev_dns = None
+    if dev:
+        # The playground's DNS is the challenge test server's (testing room).
+        from certmint.testing.challtestsrv import ChallengeTestServer
+
+        dev_dns = ChallengeTestServer(
+            dns_address=DEV_DNS,
+            http01_address=None,
+            tlsalpn01_address=None,
+            management_address=("127.0.0.1", 8055),
+        )
+        await dev_dns.start()
+        lines.insert(0, f"dev DNS on {DEV_DNS[0]}:{DEV_DNS[1]} (control API http://127.0.0.1:8055)")
+    tasks = [asyncio.create_task(acme.serve()), asyncio.create_task(management.serve())]
+    for _ in range(200):  # bounded wait for both listeners (≤ 10 s)
+        if acme.started and management.started:
+            break
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.05)
+    if acme.started and management.started:
+        for line in [*lines, "ready"]:
+            print(f"certmint-ca: {line}", flush=True)
+    else:
+        acme.should_exit = management.should_exit = True
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await server.ra.drain()
+        await server.va.aclose()
+        if dev_dns is not None:
+            await dev_dns.stop()
+    if not (acme.started and management.started):
+        raise CliError("could not listen on the configured addresses (is a port in use?)")

@@ -1,0 +1,80 @@
+"""The CA's configuration: plain frozen values, built once by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """A certificate profile (draft-ietf-acme-profiles) and its limits."""
+
+    name: str
+    description: str
+    validity: timedelta
+    max_names: int = 100
+
+
+CLASSIC = ProfileConfig(
+    name="classic",
+    description="90-day DV certificate, the Let's Encrypt default shape",
+    validity=timedelta(days=90),
+)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What the policy authority (PA) accepts."""
+
+    max_names_per_order: int = 100
+    # Only challenge types the VA can check are ever offered (intersection).
+    enabled_challenges: tuple[str, ...] = ("http-01", "dns-01", "tls-alpn-01")
+    profiles: tuple[ProfileConfig, ...] = (CLASSIC,)
+    default_profile: str = "classic"
+    # Exact names refused, and names refused together with all subdomains.
+    blocked_names: frozenset[str] = frozenset()
+    blocked_suffixes: frozenset[str] = frozenset()
+    max_contacts: int = 10
+    # How far into the future a requested notBefore may lie.
+    max_not_before_ahead: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """Seeded misbehaviour that forces clients to be correct; all off by default."""
+
+    nonce_reject_percent: float = 0.0
+    validation_delay_seconds: float = 0.0
+    # When set, each reusable valid authorization is reused only with this
+    # probability (percent); when None, reuse is deterministic (always).
+    authz_reuse_percent: float | None = None
+    seed: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return (
+            self.nonce_reject_percent > 0
+            or self.validation_delay_seconds > 0
+            or self.authz_reuse_percent is not None
+        )
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    base_url: str  # e.g. "https://127.0.0.1:14000", no trailing slash
+    management_base_url: str  # e.g. "http://127.0.0.1:15000"
+    terms_of_service: str | None = None
+    website: str | None = "https://github.com/certmint/certmint"
+    caa_identities: tuple[str, ...] = ("certmint.invalid",)
+    eab_required: bool = False
+    order_lifetime: timedelta = timedelta(days=7)
+    pending_authz_lifetime: timedelta = timedelta(days=7)
+    valid_authz_lifetime: timedelta = timedelta(days=30)
+    # A reused authorization must stay valid at least this long (Boulder: a day).
+    authz_reuse_min_remaining: timedelta = timedelta(days=1)
+    orders_page_size: int = 100
+    max_body_bytes: int = 64 * 1024
+    retry_after_seconds: int = 1
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    chaos: ChaosConfig = field(default_factory=ChaosConfig)

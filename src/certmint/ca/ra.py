@@ -1,0 +1,597 @@
+"""The registration authority (RA): every state change a client causes.
+
+The RA owns the business rules and orchestration; it asks the PA what is
+allowed, the VA whether control was shown, the CA to sign, and the SA to
+record each step atomically. It never touches HTTP: the WFE authenticates the
+request and hands the RA checked values (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+
+from certmint.ca import errors
+from certmint.ca.config import CAConfig
+from certmint.ca.issuance.authority import CertificateAuthority
+from certmint.ca.issuance.profile import serial_to_string
+from certmint.ca.policy import PolicyAuthority
+from certmint.ca.storage.errors import (
+    EabKeyUnavailable,
+    KeyInUse,
+    StaleState,
+)
+from certmint.ca.storage.records import (
+    ACCOUNT_VALID,
+    CERT_REVOKED,
+    FINALIZE_NONE,
+    PENDING,
+    VALID,
+    AccountRecord,
+    AuthzRecord,
+    CertificateRecord,
+    ChallengeRecord,
+    OrderRecord,
+)
+from certmint.ca.storage.sa import StorageAuthority
+from certmint.ca.urls import AcmeUrls
+from certmint.ca.va.model import ValidationRequest
+from certmint.protocol.b64 import b64url_encode
+from certmint.protocol.challenges import key_authorization, new_token
+from certmint.protocol.csr import CSRError, parse_csr
+from certmint.protocol.jwk import (
+    JWKError,
+    PublicKey,
+    canonical_jwk_json,
+    jwk_thumbprint,
+    public_key_from_jwk,
+    public_keys_equal,
+    spki_sha256_hex,
+)
+from certmint.protocol.jws import EAB_ALGS, JWSError, parse_jws, verify_hmac_jws, verify_jws
+from certmint.protocol.messages import (
+    AccountUpdateRequest,
+    NewAccountRequest,
+    NewOrderRequest,
+)
+from certmint.protocol.problems import Problem, ProblemType
+from certmint.protocol.status import derive_order_status, effective_authz_status
+from certmint.runtime import Clock, Entropy
+
+log = logging.getLogger("certmint.ca.ra")
+
+ID_BYTES = 12  # 96 bits: unguessable resource ids
+
+# RFC 5280 §5.3.1 reason codes a subscriber may ask for (BR 4.9.1.1 /
+# 7.2.2: privilegeWithdrawn and the CA-only codes are for the operator).
+SUBSCRIBER_REVOCATION_REASONS = frozenset({0, 1, 3, 4, 5})
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order: OrderRecord
+    status: str
+
+
+@dataclass(frozen=True)
+class AuthzView:
+    authz: AuthzRecord
+    status: str  # effective: may be "expired"
+
+
+class RegistrationAuthority:
+    def __init__(
+        self,
+        *,
+        config: CAConfig,
+        sa: StorageAuthority,
+        pa: PolicyAuthority,
+        va: Any,
+        ca: CertificateAuthority,
+        urls: AcmeUrls,
+        clock: Clock,
+        entropy: Entropy,
+        chaos_entropy: Entropy | None = None,
+        on_revocation: Any = None,
+    ) -> None:
+        self._config = config
+        self._sa = sa
+        self._pa = pa
+        self._va = va
+        self._ca = ca
+        self._urls = urls
+        self._clock = clock
+        self._entropy = entropy
+        self._chaos = chaos_entropy
+        self._on_revocation = on_revocation
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _new_id(self) -> str:
+        return b64url_encode(self._entropy.token_bytes(ID_BYTES))
+
+    # -- accounts (RFC 8555 §7.3) ----------------------------------------
+
+    def new_account(
+        self, jwk: dict[str, Any], request: NewAccountRequest
+    ) -> tuple[AccountRecord, bool]:
+        """Create the account for ``jwk`` or return the one that exists."""
+        thumbprint = jwk_thumbprint(jwk)
+        existing = self._sa.get_account_by_thumbprint(thumbprint)
+        if existing is not None:
+            # §7.3.1: a newAccount for a known key returns that account.
+            return existing, False
+        if request.only_return_existing:
+            raise errors.AccountDoesNotExist("no account exists for this key")
+        if self._config.terms_of_service and request.terms_of_service_agreed is not True:
+            raise errors.Malformed(
+                "you must agree to the terms of service (termsOfServiceAgreed: true)"
+            )
+        key = public_key_from_jwk(jwk)
+        self._pa.check_account_key(key)
+        contact = self._pa.check_contacts(request.contact or ())
+        eab_kid = None
+        if request.external_account_binding is not None:
+            eab_kid = self._verify_eab(request.external_account_binding, jwk)
+        elif self._config.eab_required:
+            raise errors.ExternalAccountRequired(
+                "this CA requires an external account binding (RFC 8555 §7.3.4)"
+            )
+        record = AccountRecord(
+            id=self._new_id(),
+            key_thumbprint=thumbprint,
+            jwk_json=canonical_jwk_json(jwk),
+            status=ACCOUNT_VALID,
+            contact=contact,
+            tos_agreed=bool(request.terms_of_service_agreed),
+            eab_kid=eab_kid,
+            created_at=self._clock.now(),
+        )
+        try:
+            return self._sa.create_account(record, eab_kid=eab_kid)
+        except EabKeyUnavailable:
+            raise errors.Unauthorized(
+                "external account binding key is unknown or already used"
+            ) from None
+
+    def _verify_eab(self, binding: dict[str, Any], outer_jwk: dict[str, Any]) -> str:
+        """RFC 8555 §7.3.4: an HMAC-signed JWS over the account key."""
+        try:
+            inner = parse_jws(json.dumps(binding).encode())
+        except JWSError as exc:
+            raise errors.Malformed(f"externalAccountBinding: {exc}") from None
+        if inner.alg not in EAB_ALGS:
+            raise errors.BadSignatureAlgorithm(
+                f"externalAccountBinding must use an HMAC algorithm, not {inner.alg}",
+                algorithms=EAB_ALGS,
+            )
+        if inner.nonce is not None:
+            raise errors.Malformed("externalAccountBinding must not carry a nonce")
+        if inner.url != self._urls.new_account:
+            raise errors.Malformed("externalAccountBinding url must be the newAccount URL")
+        if not inner.kid:
+            raise errors.Malformed("externalAccountBinding must name its key with kid")
+        try:
+            bound_jwk = inner.payload_json()
+        except JWSError as exc:
+            raise errors.Malformed(f"externalAccountBinding payload: {exc}") from None
+        try:
+            same_key = canonical_jwk_json(bound_jwk) == canonical_jwk_json(outer_jwk)
+        except (JWKError, ValueError, KeyError, TypeError):
+            same_key = False
+        if not same_key:
+            raise errors.Unauthorized(
+                "externalAccountBinding payload is not this account's key"
+            )
+        eab = self._sa.get_eab_key(inner.kid)
+        if eab is None or eab.account_id is not None:
+            raise errors.Unauthorized("external account binding key is unknown or already used")
+        try:
+            verify_hmac_jws(inner, eab.hmac_key)
+        except JWSError:
+            raise errors.Unauthorized("externalAccountBinding signature is not valid") from None
+        return inner.kid
+
+    def update_account(
+        self, account: AccountRecord, request: AccountUpdateRequest
+    ) -> AccountRecord:
+        try:
+            if request.status is not None:
+                if request.status != "deactivated":
+                    raise errors.Malformed(
+                        f"an account's status can only be set to deactivated, "
+                        f"not {request.status!r}"
+                    )
+                # §7.3.6: deactivation; later requests with this key fail.
+                return self._sa.deactivate_account(account.id)
+            if request.contact is not None:
+                contact = self._pa.check_contacts(request.contact)
+                return self._sa.update_account_contact(account.id, contact)
+        except StaleState:
+            raise errors.Unauthorized("account is no longer valid") from None
+        return account
+
+    def change_key(
+        self, account: AccountRecord, inner_body: Any, outer_url: str
+    ) -> AccountRecord:
+        """RFC 8555 §7.3.5 key rollover; the outer JWS is already checked."""
+        try:
+            inner = parse_jws(json.dumps(inner_body).encode())
+        except (JWSError, TypeError, ValueError) as exc:
+            raise errors.Malformed(f"keyChange inner JWS: {exc}") from None
+        if inner.jwk is None or inner.kid is not None:
+            raise errors.Malformed("keyChange inner JWS must carry the new key as jwk")
+        if inner.url != outer_url:
+            raise errors.Malformed("keyChange inner JWS url must equal the outer url")
+        if inner.nonce is not None:
+            raise errors.Malformed("keyChange inner JWS must not carry a nonce")
+        try:
+            new_key = public_key_from_jwk(inner.jwk)
+        except JWKError as exc:
+            raise errors.BadPublicKey(f"new key: {exc}") from None
+        try:
+            verify_jws(inner, new_key)
+        except JWSError as exc:
+            if exc.kind == "badSignatureAlgorithm":
+                raise errors.BadSignatureAlgorithm(str(exc)) from None
+            raise errors.Malformed(f"keyChange inner JWS: {exc}") from None
+        payload = inner.payload_json()
+        if not isinstance(payload, dict):
+            raise errors.Malformed("keyChange payload must be an object")
+        if payload.get("account") != self._urls.account(account.id):
+            raise errors.Malformed("keyChange account does not match the signing account")
+        old_key = payload.get("oldKey")
+        try:
+            old_matches = jwk_thumbprint(old_key) == account.key_thumbprint
+        except (JWKError, ValueError, KeyError, TypeError):
+            old_matches = False
+        if not old_matches:
+            raise errors.Unauthorized("keyChange oldKey is not this account's current key")
+        self._pa.check_account_key(new_key)
+        new_thumbprint = jwk_thumbprint(inner.jwk)
+        if new_thumbprint == account.key_thumbprint:
+            raise errors.Malformed("the new key is the same as the current key")
+        try:
+            return self._sa.change_account_key(
+                account.id, account.key_thumbprint, new_thumbprint, canonical_jwk_json(inner.jwk)
+            )
+        except KeyInUse as exc:
+            conflict = errors.Conflict("the new key is already in use by another account")
+            conflict.location = self._urls.account(exc.account_id)  # type: ignore[attr-defined]
+            raise conflict from None
+        except StaleState:
+            raise errors.Unauthorized("account changed concurrently; retry") from None
+
+    # -- orders (RFC 8555 §7.4) ------------------------------------------
+
+    def new_order(self, account: AccountRecord, request: NewOrderRequest) -> OrderView:
+        now = self._clock.now()
+        profile = self._pa.profile(request.profile)
+        identifiers = self._pa.check_order_identifiers(request.identifiers, profile)
+        self._pa.check_validity(request.not_before, request.not_after, profile, now)
+        plain_request = request.not_before is None and request.not_after is None
+        if plain_request and request.replaces is None:
+            reusable = self._sa.find_reusable_order(account.id, identifiers, profile.name, now)
+            if reusable is not None:
+                view = self.order_view(reusable)
+                if view.status in ("pending", "ready"):
+                    return view
+        wanted = [(t, v.removeprefix("*."), v.startswith("*.")) for t, v in identifiers]
+        reused = self._sa.find_reusable_authzs(
+            account.id, wanted, (VALID,), now + self._config.authz_reuse_min_remaining
+        )
+        authz_ids: list[str] = []
+        new_authzs: list[AuthzRecord] = []
+        expires = now + self._config.order_lifetime
+        for key in wanted:
+            found = reused.get(key)
+            if found is not None and self._chaos_allows_reuse():
+                authz_ids.append(found.id)
+                expires = min(expires, found.expires)
+                continue
+            authz = self._new_authz(account.id, key, now)
+            new_authzs.append(authz)
+            authz_ids.append(authz.id)
+        order = OrderRecord(
+            id=self._new_id(),
+            account_id=account.id,
+            identifiers=identifiers,
+            authz_ids=tuple(authz_ids),
+            profile=profile.name,
+            not_before=request.not_before,
+            not_after=request.not_after,
+            expires=expires,
+            created_at=now,
+            finalize_state=FINALIZE_NONE,
+            replaces=request.replaces,
+        )
+        stored = self._sa.create_order(order, new_authzs)
+        statuses = [VALID if a not in {n.id for n in new_authzs} else PENDING for a in authz_ids]
+        return OrderView(stored, derive_order_status(FINALIZE_NONE, expires, statuses, now))
+
+    def _chaos_allows_reuse(self) -> bool:
+        percent = self._config.chaos.authz_reuse_percent
+        if percent is None or self._chaos is None:
+            return True
+        return self._chaos.randbelow(10_000) < int(percent * 100)
+
+    def _new_authz(self, account_id: str, key: tuple[str, str, bool], now: datetime) -> AuthzRecord:
+        id_type, value, wildcard = key
+        authz_id = self._new_id()
+        challenges = tuple(
+            ChallengeRecord(
+                id=self._new_id(),
+                authz_id=authz_id,
+                type=ctype,
+                token=new_token(self._entropy),
+                status=PENDING,
+            )
+            for ctype in self._pa.challenge_types_for(value, wildcard)
+        )
+        return AuthzRecord(
+            id=authz_id,
+            account_id=account_id,
+            identifier_type=id_type,
+            identifier_value=value,
+            wildcard=wildcard,
+            status=PENDING,
+            expires=now + self._config.pending_authz_lifetime,
+            created_at=now,
+            challenges=challenges,
+        )
+
+    def order_view(self, order: OrderRecord) -> OrderView:
+        now = self._clock.now()
+        if order.finalize_state != FINALIZE_NONE:
+            return OrderView(order, order.finalize_state)
+        authzs = self._sa.get_authzs(order.authz_ids)
+        statuses = [effective_authz_status(a.status, a.expires, now) for a in authzs]
+        if len(statuses) != len(order.authz_ids):
+            statuses.append("invalid")  # a vanished authorization cannot be valid
+        return OrderView(
+            order, derive_order_status(order.finalize_state, order.expires, statuses, now)
+        )
+
+    def get_order(self, account: AccountRecord, order_id: str) -> OrderView:
+        order = self._sa.get_order(order_id)
+        if order is None:
+            raise errors.NotFound(f"no order {order_id}")
+        if order.account_id != account.id:
+            raise errors.Unauthorized("this order belongs to another account")
+        return self.order_view(order)
+
+    def list_orders(
+        self, account: AccountRecord, cursor: int | None
+    ) -> tuple[list[OrderView], int | None]:
+        """One page of the account's orders list (RFC 8555 §7.1.2.1): those
+        not invalid; ``next`` cursor when more may follow."""
+        limit = self._config.orders_page_size
+        page = self._sa.list_orders(account.id, cursor, limit)
+        views = [self.order_view(o) for o in page]
+        shown = [v for v in views if v.status != "invalid"]
+        next_cursor = page[-1].seq if len(page) == limit else None
+        return shown, next_cursor
+
+    # -- authorizations and challenges (RFC 8555 §7.5) -------------------
+
+    def get_authz(self, account: AccountRecord, authz_id: str) -> AuthzView:
+        authz = self._sa.get_authz(authz_id)
+        if authz is None:
+            raise errors.NotFound(f"no authorization {authz_id}")
+        if authz.account_id != account.id:
+            raise errors.Unauthorized("this authorization belongs to another account")
+        return AuthzView(authz, effective_authz_status(authz.status, authz.expires, self._clock.now()))
+
+    def deactivate_authz(self, account: AccountRecord, authz_id: str) -> AuthzView:
+        self.get_authz(account, authz_id)
+        try:
+            authz = self._sa.deactivate_authz(authz_id)
+        except StaleState:
+            raise errors.Malformed(
+                "only pending or valid authorizations can be deactivated"
+            ) from None
+        return AuthzView(authz, authz.status)
+
+    def start_challenge(
+        self, account: AccountRecord, authz_id: str, challenge_id: str, jwk_thumbprint_: str
+    ) -> tuple[AuthzView, ChallengeRecord]:
+        """§7.5.1: the client says it is ready; validate asynchronously."""
+        view = self.get_authz(account, authz_id)
+        challenge = _find_challenge(view.authz, challenge_id)
+        if view.status == "expired":
+            raise errors.Malformed("this authorization has expired")
+        if view.status != PENDING or challenge.status != PENDING:
+            # Idempotent: a repeated POST reports the current state.
+            return view, challenge
+        authz, started = self._sa.start_challenge(authz_id, challenge_id)
+        challenge = _find_challenge(authz, challenge_id)
+        if started:
+            request = ValidationRequest(
+                challenge_type=challenge.type,
+                identifier_type=authz.identifier_type,
+                identifier_value=authz.identifier_value,
+                token=challenge.token,
+                key_authorization=key_authorization(challenge.token, jwk_thumbprint_),
+            )
+            self._spawn(self._validate(authz.id, challenge.id, request))
+        return AuthzView(authz, authz.status), challenge
+
+    async def _validate(self, authz_id: str, challenge_id: str, request: ValidationRequest) -> None:
+        delay = self._config.chaos.validation_delay_seconds
+        if delay > 0:
+            await self._clock.sleep(delay)
+        try:
+            result = await self._va.validate(request)
+            valid, problem, records = result.valid, result.problem, result.records
+        except Exception:  # the VA returns failure as data; anything else is a bug
+            log.exception("validation of %s crashed", request.identifier_value)
+            valid, problem, records = False, Problem(
+                ProblemType.SERVER_INTERNAL, "validation failed inside the CA", 500
+            ), ()
+        now = self._clock.now()
+        if problem is not None and problem.identifier is None:
+            problem = Problem(
+                type=problem.type,
+                detail=problem.detail,
+                status=problem.status or 400,
+                identifier=(request.identifier_type, request.identifier_value),
+                subproblems=problem.subproblems,
+            )
+        try:
+            self._sa.finish_challenge(
+                authz_id,
+                challenge_id,
+                valid=valid,
+                validated_at=now if valid else None,
+                error_json=None if valid or problem is None else problem.to_json_text(),
+                validation_json=json.dumps([r.to_json() for r in records]),
+                authz_expires=now + self._config.valid_authz_lifetime if valid else None,
+            )
+        except StaleState:
+            log.info("challenge %s changed state during validation", challenge_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for in-flight validations (tests and graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- finalize (RFC 8555 §7.4) ----------------------------------------
+
+    def finalize(self, account: AccountRecord, order_id: str, csr_der: bytes) -> OrderView:
+        view = self.get_order(account, order_id)
+        if view.status != "ready":
+            raise errors.OrderNotReady(
+                f"order is {view.status}, not ready; it cannot be finalized now"
+            )
+        order = view.order
+        csr = self._check_csr(account, order, csr_der)
+        # The conditional update is the guard: of concurrent finalize calls
+        # exactly one proceeds, so an order yields at most one certificate.
+        if not self._sa.begin_finalize(order.id):
+            raise errors.OrderNotReady("order is already being finalized")
+        try:
+            profile = self._pa.profile(order.profile)
+            names = [v for _, v in order.identifiers]
+            issued = self._ca.issue(
+                public_key=csr,
+                dns_names=names,
+                not_before=order.not_before,
+                not_after=order.not_after,
+                validity=profile.validity,
+            )
+            record = CertificateRecord(
+                serial=issued.serial,
+                account_id=account.id,
+                order_id=order.id,
+                issuer_id=issued.issuer_id,
+                der=issued.der,
+                names=tuple(names),
+                not_before=issued.not_before,
+                not_after=issued.not_after,
+                key_spki_sha256=spki_sha256_hex(csr),
+                issued_at=self._clock.now(),
+            )
+            done = self._sa.complete_finalize(order.id, record)
+        except Exception as exc:  # includes DuplicateSerial: nothing was written
+            log.exception("issuance for order %s failed", order.id)
+            problem = Problem(ProblemType.SERVER_INTERNAL, "issuance failed inside the CA", 500)
+            self._sa.fail_finalize(order.id, problem.to_json_text())
+            raise errors.ServerInternal("issuance failed; the order is now invalid") from exc
+        return OrderView(done, done.finalize_state)
+
+    def _check_csr(self, account: AccountRecord, order: OrderRecord, csr_der: bytes) -> PublicKey:
+        try:
+            csr = parse_csr(csr_der)
+        except CSRError as exc:
+            raise errors.BadCSR(f"CSR could not be used: {exc}") from None
+        if csr.other_san_types or csr.ip_addresses:
+            raise errors.BadCSR("CSR may only contain DNS names the order covers")
+        requested = {n.lower() for n in csr.dns_names}
+        if csr.common_name is not None:
+            cn = csr.common_name.lower()
+            # A CN must also be a SAN, unless the CSR names exactly one
+            # identifier in its CN alone (a form older clients send).
+            if requested and cn not in requested:
+                raise errors.BadCSR("CSR common name is not one of its subjectAltNames")
+            requested.add(cn)
+        ordered = {v for _, v in order.identifiers}
+        if requested != ordered:
+            missing = sorted(ordered - requested)
+            extra = sorted(requested - ordered)
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(missing))
+            if extra:
+                parts.append("not in the order: " + ", ".join(extra))
+            raise errors.BadCSR("CSR names do not match the order: " + "; ".join(parts))
+        self._pa.check_certificate_key(csr.public_key)
+        account_key = public_key_from_jwk(json.loads(account.jwk_json))
+        if public_keys_equal(csr.public_key, account_key):
+            raise errors.BadCSR("the certificate key must differ from the account key")
+        return csr.public_key
+
+    # -- certificates and revocation (RFC 8555 §7.4.2, §7.6) -------------
+
+    def get_certificate(self, account: AccountRecord, serial: str) -> CertificateRecord:
+        cert = self._sa.get_certificate(serial)
+        if cert is None:
+            raise errors.NotFound(f"no certificate {serial}")
+        if cert.account_id != account.id:
+            raise errors.Unauthorized("this certificate belongs to another account")
+        return cert
+
+    def chains_pem(self, issuer_id: str) -> tuple[str, ...]:
+        return self._ca.chains_pem(issuer_id)
+
+    def revoke(
+        self,
+        cert_der: bytes,
+        reason: int | None,
+        *,
+        account: AccountRecord | None,
+        signing_key: PublicKey | None,
+    ) -> None:
+        try:
+            cert = x509.load_der_x509_certificate(cert_der)
+        except ValueError:
+            raise errors.Malformed("certificate is not a DER X.509 certificate") from None
+        serial = serial_to_string(cert.serial_number)
+        record = self._sa.get_certificate(serial)
+        if record is None or record.der != cert_der:
+            raise errors.NotFound("this CA did not issue that certificate")
+        code = 0 if reason is None else reason
+        if code not in SUBSCRIBER_REVOCATION_REASONS:
+            raise errors.BadRevocationReason(
+                f"reason {code} is not allowed; use one of 0, 1, 3, 4, 5"
+            )
+        if account is not None:
+            if record.account_id != account.id:
+                raise errors.Unauthorized(
+                    "only the account that ordered this certificate may revoke it"
+                )
+        elif signing_key is None or not public_keys_equal(signing_key, cert.public_key()):
+            raise errors.Unauthorized("the request is not signed by the certificate's key")
+        if record.status == CERT_REVOKED:
+            raise errors.AlreadyRevoked("certificate is already revoked")
+        if not self._sa.revoke_certificate(serial, code, self._clock.now()):
+            raise errors.AlreadyRevoked("certificate is already revoked")
+        if self._on_revocation is not None:
+            self._on_revocation(record.issuer_id)
+
+
+def _find_challenge(authz: AuthzRecord, challenge_id: str) -> ChallengeRecord:
+    for challenge in authz.challenges:
+        if challenge.id == challenge_id:
+            return challenge
+    raise errors.NotFound(f"no challenge {challenge_id} in this authorization")
