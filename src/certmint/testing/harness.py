@@ -200,7 +200,7 @@ def _pause_unless_exited(process: subprocess.Popen[bytes], what: str, log_path: 
         code = process.wait(timeout=_PROBE_INTERVAL_SECONDS)
     except subprocess.TimeoutExpired:
         return
-    raise HarnessError(f"{what} exited with code {code} while starting:\n{_tail(log_path)}")
+    raise HarnessError(f"{what} exited with code {code} while starting; its log: {log_path}")
 
 
 def _wait_for_tcp(
