@@ -86,8 +86,8 @@ class StorageAuthority:
         """
         kid = eab_kid if eab_kid is not None else account.eab_kid
         with self._write() as conn:
-            inserted = conn.execute(self._inserts.account_if_new, rows.account_values(account, kid))
-            if _rowcount(inserted) == 0:
+            values = rows.account_values(account, kid)
+            if conn.execute(self._inserts.account_if_new, values).first() is None:
                 row = conn.execute(
                     q.SELECT_ACCOUNT_BY_THUMBPRINT, {"b_thumbprint": account.key_thumbprint}
                 ).first()
@@ -158,7 +158,7 @@ class StorageAuthority:
             "account_id": record.account_id,
         }
         with self._write() as conn:
-            if _rowcount(conn.execute(self._inserts.eab_key_if_new, values)) != 1:
+            if conn.execute(self._inserts.eab_key_if_new, values).first() is None:
                 raise StorageError(f"EAB key {record.kid!r} already exists")
 
     def get_eab_key(self, kid: str) -> EabKeyRecord | None:
@@ -369,8 +369,8 @@ class StorageAuthority:
             ).first()
             if row is None:
                 raise StaleState(f"order {order_id} missing or not processing")
-            inserted = conn.execute(self._inserts.certificate_if_new, rows.certificate_values(cert))
-            if _rowcount(inserted) != 1:
+            values = rows.certificate_values(cert)
+            if conn.execute(self._inserts.certificate_if_new, values).first() is None:
                 # Raising inside the transaction rolls back the order update too.
                 raise DuplicateSerial(f"serial {cert.serial} already issued")
         return rows.order_from_row(row)

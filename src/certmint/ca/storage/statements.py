@@ -258,9 +258,10 @@ class DialectInserts:
     """INSERT ... ON CONFLICT DO NOTHING, spelled for the engine's dialect.
 
     Both SQLite (3.24+) and PostgreSQL support it; SQLAlchemy needs the
-    dialect's own ``insert`` to render it. Doing nothing on conflict (and
-    reading the row count) keeps a PostgreSQL transaction usable, where a
-    raised IntegrityError would abort it.
+    dialect's own ``insert`` to render it. Doing nothing on conflict keeps a
+    PostgreSQL transaction usable, where a raised IntegrityError would abort
+    it. RETURNING says whether a row went in: no row back means conflict (an
+    INSERT's DBAPI rowcount is not reliable across drivers).
     """
 
     account_if_new: Insert
@@ -278,7 +279,13 @@ def dialect_inserts(engine: Engine) -> DialectInserts:
     else:  # normalise_url admits no other backend
         raise ValueError(f"unsupported dialect {name}")
     return DialectInserts(
-        account_if_new=make(accounts).on_conflict_do_nothing(index_elements=["key_thumbprint"]),
-        eab_key_if_new=make(eab_keys).on_conflict_do_nothing(index_elements=["kid"]),
-        certificate_if_new=make(certificates).on_conflict_do_nothing(index_elements=["serial"]),
+        account_if_new=make(accounts)
+        .on_conflict_do_nothing(index_elements=["key_thumbprint"])
+        .returning(accounts.c.id),
+        eab_key_if_new=make(eab_keys)
+        .on_conflict_do_nothing(index_elements=["kid"])
+        .returning(eab_keys.c.kid),
+        certificate_if_new=make(certificates)
+        .on_conflict_do_nothing(index_elements=["serial"])
+        .returning(certificates.c.serial),
     )
