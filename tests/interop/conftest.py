@@ -26,10 +26,20 @@ def call_failed(request: pytest.FixtureRequest) -> bool:
     return report is None or report.failed
 
 
+# Where the CA says, inside each certificate, its CRLs and issuer certificate
+# are published (CRL distribution points and AIA caIssuers, TLS BR §7.1.2.7.7
+# and §7.1.2.7.8). A publicly trusted CA names a public host there, and the
+# BR linter rejects internal names such as 127.0.0.1 (TLS BR §7.1.2.11.1 via
+# pkilint's cabf.internal_domain_name), so these tests configure the CA the
+# way an operator would. Nothing in these tests fetches those URLs.
+PUBLIC_MANAGEMENT_BASE_URL = "http://ca.interop.example.com"
+
+
 @pytest.fixture
 def loopback_ca(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LoopbackCA]:
     """A certmint CA and challenge test server on free loopback ports."""
-    with running_ca(tmp_path / "ca") as ca:
+    serve_args = ("--management-base-url", PUBLIC_MANAGEMENT_BASE_URL)
+    with running_ca(tmp_path / "ca", serve_args=serve_args) as ca:
         yield ca
         if call_failed(request):
             print_logs(ca)

@@ -301,21 +301,19 @@ def running_ca(
         http01_port,
         tlsalpn01_port,
         cts_management_port,
-        cts_spare_http01_port,
-        cts_spare_tlsalpn01_port,
-    ) = _distinct_free_ports(8)
+    ) = _distinct_free_ports(6)
 
+    # An empty address turns a challenge responder off, leaving its port to
+    # the client under test.
+    cts_http01, cts_tlsalpn01 = "", ""
     if challtestsrv_answers_challenges:
-        cts_http01_port, cts_tlsalpn01_port = http01_port, tlsalpn01_port
-    else:
-        # The challenge test server always serves both; park them elsewhere.
-        cts_http01_port, cts_tlsalpn01_port = cts_spare_http01_port, cts_spare_tlsalpn01_port
+        cts_http01, cts_tlsalpn01 = f"{LOOPBACK}:{http01_port}", f"{LOOPBACK}:{tlsalpn01_port}"
 
     challtestsrv_argv = [
         program_path("certmint-challtestsrv"),
         "--dns", f"{LOOPBACK}:{dns_port}",
-        "--http01", f"{LOOPBACK}:{cts_http01_port}",
-        "--tlsalpn01", f"{LOOPBACK}:{cts_tlsalpn01_port}",
+        "--http01", cts_http01,
+        "--tlsalpn01", cts_tlsalpn01,
         "--management", f"{LOOPBACK}:{cts_management_port}",
         "--default-ipv4", LOOPBACK,
     ]  # fmt: skip
