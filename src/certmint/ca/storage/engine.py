@@ -7,9 +7,9 @@ busy timeout so a writer waits for the lock instead of failing. Every write
 transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front,
 so two writers can never both hold a read snapshot and then deadlock trying
 to upgrade (SQLITE_BUSY that the busy timeout cannot resolve). Reads begin
-DEFERRED. This is SQLAlchemy's documented pysqlite recipe: the driver's own
-BEGIN is disabled (``isolation_level = None``) and the ``begin`` event emits
-ours.
+DEFERRED, or not at all when they are a single statement. This is
+SQLAlchemy's documented pysqlite recipe: the driver's own BEGIN is disabled
+(``isolation_level = None``) and the ``begin`` event emits ours.
 
 PostgreSQL goes through psycopg 3; plain ``postgresql://`` is rewritten.
 """
@@ -25,7 +25,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from certmint.ca.storage.errors import StorageError
 
-# Execution option read by the begin hook: "IMMEDIATE" (default) or "DEFERRED".
+# Execution option read by the begin hook: "IMMEDIATE" (default, writes),
+# "DEFERRED" (multi-statement reads that want one snapshot) or "NONE"
+# (single-statement reads: in WAL each statement is its own consistent read
+# transaction, and skipping BEGIN/ROLLBACK halves a point read's cost).
 SQLITE_BEGIN_OPTION = "certmint_sqlite_begin"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -75,4 +78,6 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        if mode == "NONE":
+            return
         conn.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")

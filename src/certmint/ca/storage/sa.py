@@ -50,8 +50,11 @@ def _rowcount(result: Any) -> int:
 class StorageAuthority:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        # Reads on SQLite begin DEFERRED (no write lock); elsewhere a no-op.
-        self._read_engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        # SQLite reads take no write lock: single statements run bare (each is
+        # atomic on its own), multi-statement reads share one DEFERRED snapshot.
+        # PostgreSQL ignores the option.
+        self._read_engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "NONE"})
+        self._snapshot_engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
         self._inserts = q.dialect_inserts(engine)
 
     @property
@@ -68,8 +71,9 @@ class StorageAuthority:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._read_engine.connect() as conn:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read-only connection; ``snapshot`` when it runs more than one statement."""
+        with (self._snapshot_engine if snapshot else self._read_engine).connect() as conn:
             yield conn
 
     # --- accounts / EAB ------------------------------------------------------
@@ -262,7 +266,7 @@ class StorageAuthority:
             "b_min_expires": min_expires,
         }
         newest: dict[tuple[str, str, bool], Row[Any]] = {}
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:
             for row in conn.execute(q.SELECT_REUSABLE_AUTHZS, params):
                 key = (row.identifier_type, row.identifier_value, bool(row.wildcard))
                 newest.setdefault(key, row)  # rows come newest first
