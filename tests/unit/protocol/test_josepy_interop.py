@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import josepy as jose
 import pytest
 from acme import jws as acme_jws
+from josepy import b64 as jose_b64
+from josepy import jwa, jwk, jws
 
 from certmint.protocol.b64 import b64url_encode
 from certmint.protocol.jwk import (
@@ -23,16 +24,16 @@ from certmint.protocol.jwk import (
 from certmint.protocol.jws import parse_jws, sign_acme_request, sign_jws, verify_jws
 
 _JOSE_ALGS: dict[str, Any] = {
-    "RS256": jose.RS256,
-    "ES256": jose.ES256,
-    "ES384": jose.ES384,
-    "ES512": jose.ES512,
+    "RS256": jwa.RS256,
+    "ES256": jwa.ES256,
+    "ES384": jwa.ES384,
+    "ES512": jwa.ES512,
 }
 ALGS = sorted(_JOSE_ALGS)
 
 
-def _jose_jwk(key: Any) -> jose.JWK:
-    return jose.JWKRSA(key=key) if "RSA" in type(key).__name__ else jose.JWKEC(key=key)
+def _jose_jwk(key: Any) -> jwk.JWK:
+    return jwk.JWKRSA(key=key) if "RSA" in type(key).__name__ else jwk.JWKEC(key=key)
 
 
 @pytest.fixture(scope="module", params=ALGS)
@@ -43,7 +44,7 @@ def alg_and_key(request: pytest.FixtureRequest) -> tuple[str, PrivateKey]:
 def test_certmint_signs_josepy_verifies(alg_and_key: tuple[str, PrivateKey]) -> None:
     alg, key = alg_and_key
     signed = sign_jws(key, b'{"hello":"josepy"}', {"kid": "k1"})
-    parsed = jose.JWS.json_loads(json.dumps(signed))
+    parsed = jws.JWS.json_loads(json.dumps(signed))
     assert parsed.signature.combined.alg == _JOSE_ALGS[alg]
     assert parsed.verify(_jose_jwk(key.public_key()))
     assert parsed.payload == b'{"hello":"josepy"}'
@@ -64,7 +65,7 @@ def test_certmint_acme_request_acme_lib_verifies(alg_and_key: tuple[str, Private
 
 def test_josepy_signs_certmint_verifies(alg_and_key: tuple[str, PrivateKey]) -> None:
     alg, key = alg_and_key
-    signed = jose.JWS.sign(
+    signed = jws.JWS.sign(
         b'{"from":"josepy"}',
         key=_jose_jwk(key),
         alg=_JOSE_ALGS[alg],
@@ -99,7 +100,7 @@ def test_acme_lib_signs_certmint_verifies(alg_and_key: tuple[str, PrivateKey]) -
 
 def test_thumbprints_agree_with_josepy(alg_and_key: tuple[str, PrivateKey]) -> None:
     _, key = alg_and_key
-    jose_thumb = jose.b64encode(_jose_jwk(key.public_key()).thumbprint()).decode()
+    jose_thumb = jose_b64.b64encode(_jose_jwk(key.public_key()).thumbprint()).decode()
     assert jwk_thumbprint(key.public_key()) == jose_thumb
     # josepy's own JWK JSON parses with us to the same key and thumbprint.
     jose_json = _jose_jwk(key.public_key()).to_partial_json()

@@ -29,7 +29,9 @@ def test_rfc7638_thumbprint_vector() -> None:
 
 def test_canonical_json_is_rfc7638_input() -> None:
     text = canonical_jwk_json(v.RFC7638_JWK)
-    assert text.startswith('{"e":"AQAB","kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWh')
+    assert text.startswith(
+        '{"e":"AQAB","kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWh'
+    )
     assert " " not in text
     assert "kid" not in text and "alg" not in text
 

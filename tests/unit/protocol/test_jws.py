@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from certmint.protocol.b64 import b64url_decode, b64url_encode
 from certmint.protocol.jwk import (
-    PrivateKey,
     generate_private_key,
     jwk_from_public_key,
     public_key_from_jwk,
@@ -237,18 +238,16 @@ def test_key_change_inner_jws() -> None:
 # --- rejections
 
 
-_ES256_KEY = generate_private_key("ES256")
+_ES256_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-def _signed_with_header(header: dict[str, Any], key: PrivateKey = _ES256_KEY) -> bytes:
+def _signed_with_header(
+    header: dict[str, Any], key: ec.EllipticCurvePrivateKey = _ES256_KEY
+) -> bytes:
     """A correctly signed body whose protected header is exactly ``header``."""
     protected_b64 = _b64json(header)
     payload_b64 = _b64json({})
     signing_input = f"{protected_b64}.{payload_b64}".encode()
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
     r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     return _body(protected=protected_b64, payload=payload_b64, signature=b64url_encode(sig))
@@ -427,8 +426,6 @@ def test_verify_rejects_alg_key_mismatch(header_alg: str, key_alg: str) -> None:
 
 
 def test_verify_rejects_der_ecdsa_signature() -> None:
-    from cryptography.hazmat.primitives import hashes
-
     protected_b64 = _b64json({"alg": "ES256"})
     der_sig = _ES256_KEY.sign(f"{protected_b64}.".encode(), ec.ECDSA(hashes.SHA256()))
     body = _body(protected=protected_b64, payload="", signature=b64url_encode(der_sig))
@@ -468,7 +465,9 @@ def test_verify_rejects_signature_by_other_key() -> None:
 def test_payload_json_rejects_duplicates_and_garbage() -> None:
     for payload in (b'{"a":1,"a":2}', b"{} x", b"NaN", b'{"a":Infinity}'):
         parsed = parse_jws(
-            _body(protected=_b64json({"alg": "ES256"}), payload=b64url_encode(payload), signature="")
+            _body(
+                protected=_b64json({"alg": "ES256"}), payload=b64url_encode(payload), signature=""
+            )
         )
         with pytest.raises(JWSError) as info:
             parsed.payload_json()

@@ -1,9 +1,7 @@
 """Published test vectors: RFC 7515 Appendix A, RFC 8037 Appendix A, RFC 7638 §3.1."""
 
 # RFC 7515 A.2 / A.3 payload: note the CR LF inside the JSON text.
-RFC7515_PAYLOAD = (
-    b'{"iss":"joe",\r\n "exp":1300819380,\r\n "http://example.com/is_root":true}'
-)
+RFC7515_PAYLOAD = b'{"iss":"joe",\r\n "exp":1300819380,\r\n "http://example.com/is_root":true}'
 RFC7515_PAYLOAD_B64 = (
     "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
 )
