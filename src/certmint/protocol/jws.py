@@ -40,11 +40,12 @@ BAD_SIGNATURE_ALGORITHM = "badSignatureAlgorithm"
 BAD_SIGNATURE = "badSignature"
 
 _HMAC_HASH = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
-# alg → (hash, curve name, coordinate octets) for ECDSA (RFC 7518 §3.4).
-_ECDSA_PARAMS: dict[str, tuple[hashes.HashAlgorithm, str, int]] = {
-    "ES256": (hashes.SHA256(), "secp256r1", 32),
-    "ES384": (hashes.SHA384(), "secp384r1", 48),
-    "ES512": (hashes.SHA512(), "secp521r1", 66),
+# alg → (hash, coordinate octets) for ECDSA (RFC 7518 §3.4); the curve itself
+# is pinned by alg_for_key before any of this is used.
+_ECDSA_PARAMS: dict[str, tuple[hashes.HashAlgorithm, int]] = {
+    "ES256": (hashes.SHA256(), 32),
+    "ES384": (hashes.SHA384(), 48),
+    "ES512": (hashes.SHA512(), 66),
 }
 _FLATTENED_MEMBERS = frozenset({"protected", "payload", "signature"})
 
@@ -203,7 +204,7 @@ def verify_jws(
                 raise InvalidSignature
             key.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            hash_alg, _, size = _ECDSA_PARAMS[parsed.alg]
+            hash_alg, size = _ECDSA_PARAMS[parsed.alg]
             # RFC 7518 §3.4: fixed-length R || S, never DER.
             if len(sig) != 2 * size:
                 raise InvalidSignature
@@ -240,7 +241,7 @@ def _sign_bytes(key: PrivateKey, alg: str, data: bytes) -> bytes:
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        hash_alg, _, size = _ECDSA_PARAMS[alg]
+        hash_alg, size = _ECDSA_PARAMS[alg]
         r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hash_alg)))
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     if isinstance(key, ed25519.Ed25519PrivateKey):

@@ -3,7 +3,8 @@
 RFC 7515 §5.2 and RFC 8259 §4 leave duplicate member names undefined; two
 parsers disagreeing on which duplicate wins is a classic signature-confusion
 bug, so we reject duplicates at every depth. NaN/Infinity are not JSON
-(RFC 8259 §6) and invalid UTF-8 is not JSON text (RFC 8259 §8.1).
+(RFC 8259 §6) and invalid UTF-8 is not JSON text (RFC 8259 §8.1); an
+unpaired surrogate escape is refused too (RFC 8259 §8.2 leaves it undefined).
 """
 
 from __future__ import annotations
@@ -25,6 +26,29 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _reject_lone_surrogates(value: Any) -> None:
+    # "\ud800" is valid JSON syntax but not a Unicode scalar value; such a
+    # string cannot be re-encoded as UTF-8 and would fail later, far from here.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts = [item]
+        elif isinstance(item, dict):
+            texts = list(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("JSON string contains an unpaired surrogate escape") from None
+
+
 def strict_json_loads(data: bytes | str) -> Any:
     """Parse one JSON text; raise ``ValueError`` on anything ambiguous or invalid."""
     if isinstance(data, bytes | bytearray):
@@ -38,7 +62,7 @@ def strict_json_loads(data: bytes | str) -> Any:
         raise ValueError("JSON input must be bytes or str")
     try:
         # json.loads already rejects trailing garbage ("Extra data").
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=_unique_object,
             parse_constant=_reject_constant,
@@ -47,3 +71,5 @@ def strict_json_loads(data: bytes | str) -> Any:
         raise ValueError("JSON text is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
+    _reject_lone_surrogates(value)
+    return value

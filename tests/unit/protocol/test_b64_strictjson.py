@@ -45,6 +45,7 @@ def test_strict_json_accepts_plain_json() -> None:
         "c": "é",
     }
     assert strict_json_loads("  [] ") == []
+    assert strict_json_loads(b'"\\ud83d\\udca9"') == "\U0001f4a9"  # a proper pair
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,9 @@ def test_strict_json_accepts_plain_json() -> None:
         b'"\xff"',
         b"",
         b"[" * 100_000,
+        b'"\\ud800"',
+        b'{"\\udfff": 1}',
+        b'[["\\ud83d x"]]',
     ],
 )
 def test_strict_json_rejects(data: bytes) -> None:
