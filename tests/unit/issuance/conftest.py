@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy
 
 from certmint.ca.issuance.authority import CertificateAuthority, IssuanceConfig
 from certmint.ca.issuance.hierarchy import Hierarchy, load_or_create_dev_hierarchy
 from certmint.testing.clock import FakeClock
+
+from .issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy
 
 
 @pytest.fixture

@@ -12,13 +12,14 @@ from cryptography.x509.oid import (
     ExtendedKeyUsageOID,
     ExtensionOID,
 )
-from issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy, openssl_verify, write_pem
 
 from certmint.ca.issuance.authority import CertificateAuthority, IssuanceConfig
 from certmint.ca.issuance.hierarchy import Hierarchy
 from certmint.ca.issuance.profile import DV_POLICY_OID
 from certmint.runtime import SystemEntropy
 from certmint.testing.clock import FakeClock
+
+from .issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy, openssl_verify, write_pem
 
 NAMES = ["www.example.com", "example.com", "*.example.com"]
 

@@ -7,12 +7,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from issuance_support import START, openssl, openssl_verify, write_pem
 
 from certmint.ca.issuance.authority import CertificateAuthority, IssuedCertificate
 from certmint.ca.issuance.hierarchy import Hierarchy
 from certmint.ca.storage.records import RevokedEntry
 from certmint.testing.clock import FakeClock
+
+from .issuance_support import START, openssl, openssl_verify, write_pem
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

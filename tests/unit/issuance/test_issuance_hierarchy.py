@@ -10,7 +10,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from issuance_support import START, RecordingEntropy, openssl_verify, write_pem
 
 from certmint.ca.issuance.hierarchy import (
     Hierarchy,
@@ -20,6 +19,8 @@ from certmint.ca.issuance.hierarchy import (
 from certmint.ca.issuance.profile import DV_POLICY_OID
 from certmint.testing.clock import FakeClock
 from certmint.testing.entropy import SeededEntropy
+
+from .issuance_support import START, RecordingEntropy, openssl_verify, write_pem
 
 
 def _spki(cert: x509.Certificate) -> bytes:
