@@ -167,7 +167,7 @@ def print_logs(ca: LoopbackCA) -> None:
     print(format_logs(ca), file=sys.stderr, flush=True)
 
 
-def _start(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_process(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
@@ -181,7 +181,8 @@ def _start(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process's session, SIGKILL after a grace period; reap it."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -192,6 +193,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=_STOP_GRACE_SECONDS)
+
+
+def wait_for_output(
+    process: subprocess.Popen[bytes], log_path: Path, marker: str, timeout: float
+) -> str:
+    """Wait until ``marker`` appears in the process's log; return the log so far.
+
+    Fails at once if the process exits first, and after ``timeout`` seconds.
+    """
+    deadline = _CLOCK.monotonic() + timeout
+    while True:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if marker in text:
+            return text
+        if _CLOCK.monotonic() > deadline:
+            raise HarnessError(f"{marker!r} did not appear in {log_path} in {timeout:.0f} s")
+        _pause_unless_exited(process, str(log_path.name), log_path)
 
 
 def _pause_unless_exited(process: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
@@ -346,12 +364,12 @@ def running_ca(
     processes: list[subprocess.Popen[bytes]] = []
     try:
         deadline = _CLOCK.monotonic() + startup_timeout
-        challtestsrv = _start(challtestsrv_argv, cts_log_path)
+        challtestsrv = start_process(challtestsrv_argv, cts_log_path)
         processes.append(challtestsrv)
         _wait_for_tcp(
             challtestsrv, cts_management_port, deadline, "certmint-challtestsrv", cts_log_path
         )
-        serve = _start(serve_argv, ca_log_path)
+        serve = start_process(serve_argv, ca_log_path)
         processes.append(serve)
         root_pem_path.write_bytes(_fetch_root(serve, ca.management_url, deadline, ca_log_path))
         _wait_for_directory(serve, ca.directory_url, root_pem_path, deadline, ca_log_path)
@@ -361,7 +379,7 @@ def running_ca(
         raise
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
 
 
 # --------------------------------------------------------------------------- checks
