@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from certmint.protocol.b64 import b64url_decode, b64url_encode
 
@@ -225,17 +226,19 @@ def alg_for_key(key: PrivateKey | PublicKey) -> str:
     raise JWKError(f"unsupported key type {type(key).__name__}")
 
 
-def _spki_der(key: PublicKey) -> bytes:
+# These two accept any certificate key type (a superset of PublicKey) so a key
+# read from a certificate or CSR can be compared without narrowing first.
+def _spki_der(key: CertificatePublicKeyTypes) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def public_keys_equal(a: PublicKey, b: PublicKey) -> bool:
+def public_keys_equal(a: CertificatePublicKeyTypes, b: CertificatePublicKeyTypes) -> bool:
     """Same key material, compared on SubjectPublicKeyInfo DER."""
     return _spki_der(a) == _spki_der(b)
 
 
-def spki_sha256_hex(key: PublicKey) -> str:
+def spki_sha256_hex(key: CertificatePublicKeyTypes) -> str:
     """Hex SHA-256 of the SubjectPublicKeyInfo DER (e.g. for blocked-key lookups)."""
     return hashlib.sha256(_spki_der(key)).hexdigest()
