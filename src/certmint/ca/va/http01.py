@@ -47,6 +47,18 @@ def echo_text(body: bytes, limit: int = ECHO_LIMIT) -> str:
     return shown + ("..." if len(text) > limit or len(body) > limit * 4 else "")
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a connect error was, somewhere down its cause chain, ECONNREFUSED."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass(frozen=True)
 class HttpTarget:
     """One hop's logical URL: the name as the applicant wrote it, not the IP."""
@@ -218,15 +230,15 @@ class Http01Validator:
             return connection_problem(
                 f"Fetching {current.url}: Invalid redirect target {echo_text(location.encode())!r}"
             )
-        shown = echo_text(str(joined).encode())
         if joined.scheme not in ("http", "https"):
             return connection_problem(
                 f"Fetching {current.url}: Invalid protocol scheme in redirect target. "
                 f'Only "http" and "https" protocol schemes are supported, not "{joined.scheme}"'
             )
         if joined.userinfo:
+            # Never echo them: they may be real secrets the server leaked.
             return connection_problem(
-                f"Fetching {current.url}: Redirect target {shown} carries credentials"
+                f"Fetching {current.url}: Redirect target carries credentials"
             )
         configured = (
             self._config.https_port if joined.scheme == "https" else self._config.http01_port
@@ -243,6 +255,7 @@ class Http01Validator:
         address = parse_ip(raw_host)
         host = str(address) if address is not None else normalize_hostname(raw_host)
         if not host:
+            shown = echo_text(str(joined).encode())
             return connection_problem(
                 f"Fetching {current.url}: Invalid host in redirect target {shown}"
             )
@@ -279,13 +292,11 @@ class Http01Validator:
                 # Boulder falls back from the first IPv6 to the first IPv4
                 # address only when connecting fails, never after a response.
                 what = (
-                    "Connection refused"
-                    if "refused" in str(exc).lower()
-                    else (
-                        "Timeout during connect (likely firewall problem)"
-                        if isinstance(exc, httpx.ConnectTimeout)
-                        else "Error connecting"
-                    )
+                    "Timeout during connect (likely firewall problem)"
+                    if isinstance(exc, httpx.ConnectTimeout)
+                    else "Connection refused"
+                    if _refused(exc)
+                    else "Error connecting"
                 )
                 last_problem = connection_problem(prefix + what)
             except httpx.TimeoutException:
@@ -309,7 +320,13 @@ class Http01Validator:
             "Accept-Encoding": "identity",
             "Connection": "close",
         }
-        extensions: dict[str, object] = {}
+
+        async def trace(event: str, _info: dict[str, object]) -> None:
+            # Once TCP is up, a deadline means a slow server, not a firewall.
+            if event == "connection.connect_tcp.complete":
+                progress.phase = "response"
+
+        extensions: dict[str, object] = {"trace": trace}
         if target.scheme == "https" and parse_ip(target.host) is None:
             extensions["sni_hostname"] = target.host
         request = self._client.build_request(
