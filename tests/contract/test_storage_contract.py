@@ -7,26 +7,14 @@ races (threads on real connections) that must end with exactly one winner.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from storage_builders import (
-    DAY,
-    HOUR,
-    RACERS,
-    T0,
-    make_account,
-    make_authz,
-    make_cert,
-    make_order,
-    new_account,
-    new_order,
-    pending_authz,
-    processing_order,
-    race,
-)
+from sqlalchemy import event
 
 from certmint.ca.storage import (
     DuplicateSerial,
@@ -54,13 +42,31 @@ from certmint.ca.storage.records import (
     EabKeyRecord,
     RevokedEntry,
 )
-from certmint.ca.storage.schema import metadata
+from certmint.ca.storage.schema import from_micros, metadata, to_micros
+
+from .storage_builders import (
+    DAY,
+    HOUR,
+    RACERS,
+    T0,
+    make_account,
+    make_authz,
+    make_cert,
+    make_order,
+    new_account,
+    new_order,
+    pending_authz,
+    processing_order,
+    race,
+)
 
 
 class Backend(Protocol):
     """The ``backend`` fixture from conftest: a name and a way to open the SA."""
 
     name: str
+    url: str
+    connect_args: dict[str, Any]
 
     def open(self) -> StorageAuthority: ...
 
@@ -78,17 +84,17 @@ def test_reopen_is_idempotent_and_keeps_data(backend: Backend) -> None:
     first = backend.open()
     account = new_account(first)
     first.close()
-    second = backend.open()
+    # Reopen through the plain spelling; PostgreSQL's is rewritten to psycopg 3.
+    plain_url = backend.url.replace("postgresql+psycopg://", "postgresql://")
+    second = open_storage(plain_url, connect_args=backend.connect_args)
     try:
         assert second.get_account(account.id) == account
     finally:
         second.close()
 
 
-def test_sqlite_pragmas(backend: Backend) -> None:
-    if backend.name != "sqlite":
-        return  # the PostgreSQL run covers nothing here; the SQLite run does
-    sa = backend.open()
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    sa = open_storage(f"sqlite:///{tmp_path / 'ca.db'}")
     try:
         with sa.engine.connect() as conn:
             pragma = conn.exec_driver_sql
@@ -98,6 +104,34 @@ def test_sqlite_pragmas(backend: Backend) -> None:
             assert (pragma("PRAGMA busy_timeout").scalar() or 0) >= 1000
     finally:
         sa.close()
+
+
+def test_sqlite_writes_begin_immediate_and_point_reads_run_bare(tmp_path: Path) -> None:
+    sa = open_storage(f"sqlite:///{tmp_path / 'ca.db'}")
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        seen.append(statement.split()[0].upper() + (" IMMEDIATE" * ("IMMEDIATE" in statement)))
+
+    event.listen(sa.engine, "before_cursor_execute", record)
+    try:
+        account = new_account(sa)
+        assert seen == ["BEGIN IMMEDIATE", "INSERT"]
+        seen.clear()
+        assert sa.get_account(account.id) == account
+        assert seen == ["SELECT"]
+    finally:
+        sa.close()
+
+
+def test_timestamps_are_exact_microseconds_and_refuse_naive() -> None:
+    paris = timezone(timedelta(hours=1))
+    local = datetime(2025, 3, 1, 13, 0, 0, 999999, tzinfo=paris)
+    assert from_micros(to_micros(local)) == local
+    assert from_micros(to_micros(local)).tzinfo == UTC
+    assert to_micros(datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)) == 1
+    with pytest.raises(ValueError):
+        to_micros(datetime(2025, 1, 1))
 
 
 def test_url_normalisation() -> None:
