@@ -10,6 +10,7 @@ A figure-printing script, not a test (DESIGN.md §5).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -32,7 +33,7 @@ from certmint.ca.storage.records import (
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def build_order(n: int, account_id: str, names: int) -> tuple[OrderRecord, list[AuthzRecord]]:
+def build_order(n: str, account_id: str, names: int) -> tuple[OrderRecord, list[AuthzRecord]]:
     authzs = []
     for k in range(names):
         authz_id = f"az-{n}-{k}"
@@ -73,13 +74,17 @@ def timed(samples: list[float], call: Callable[[], object]) -> None:
 
 
 def run(sa: StorageAuthority, n: int, names: int) -> dict[str, list[float]]:
-    account = AccountRecord("acct-bench", "thumb-bench", "{}", ACCOUNT_VALID, (), True, None, T0)
+    # A per-run prefix keeps ids unique when --url points at a database reused across runs.
+    run_id = os.urandom(4).hex()
+    account = AccountRecord(
+        f"acct-{run_id}", f"thumb-{run_id}", "{}", ACCOUNT_VALID, (), True, None, T0
+    )
     sa.create_account(account)
     steps = ("create_order", "get_order+get_authzs", "start_challenge", "finish_challenge",
              "begin_finalize", "complete_finalize")  # fmt: skip
     samples: dict[str, list[float]] = {step: [] for step in steps}
     for i in range(n):
-        order, authzs = build_order(i, account.id, names)
+        order, authzs = build_order(f"{run_id}-{i}", account.id, names)
         timed(samples["create_order"], partial(sa.create_order, order, authzs))
 
         def read(order_id: str = order.id) -> None:
@@ -105,7 +110,7 @@ def run(sa: StorageAuthority, n: int, names: int) -> dict[str, list[float]]:
             timed(samples["finish_challenge"], finish)
         timed(samples["begin_finalize"], partial(sa.begin_finalize, order.id))
         cert = CertificateRecord(
-            f"{i:032x}", account.id, order.id, "e1", b"\x30" * 800, ("example.com",),
+            f"{run_id}{i:024x}", account.id, order.id, "e1", b"\x30" * 800, ("example.com",),
             T0, T0 + timedelta(days=90), "00" * 32, T0,
         )  # fmt: skip
         timed(samples["complete_finalize"], partial(sa.complete_finalize, order.id, cert))

@@ -58,7 +58,9 @@ def create_storage_engine(url: str, *, connect_args: Mapping[str, Any] | None = 
         engine = create_engine(parsed, connect_args=args, pool_size=8, max_overflow=24)
         _install_sqlite_hooks(engine)
         return engine
-    return create_engine(parsed, connect_args=args, pool_pre_ping=True)
+    # No pool_pre_ping: it costs a round trip per checkout on the hot path; a
+    # dropped server connection invalidates the whole pool on first use instead.
+    return create_engine(parsed, connect_args=args)
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
