@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmint.ca.va.authority import ValidationAuthority
-from certmint.ca.va.model import ValidationRequest, ValidationResult, VAConfig
+from certmint.ca.va.model import VAConfig, ValidationRequest, ValidationResult
 from certmint.protocol.challenges import tls_alpn01_certificate
 from certmint.protocol.problems import ProblemType
 from certmint.testing.challtestsrv import ChallengeTestServer
@@ -192,7 +192,10 @@ async def test_redirect_to_allowed_path(srv: ChallengeTestServer) -> None:
     assert result.valid, result.problem
     first, second = result.records
     assert first.url is not None and first.url.endswith(PATH)
-    assert second.url == f"http://redirected.example:{srv.http01_port}/.well-known/acme-challenge/{other}"
+    assert (
+        second.url
+        == f"http://redirected.example:{srv.http01_port}/.well-known/acme-challenge/{other}"
+    )
     assert second.hostname == "redirected.example"
     hosts = [r.host for r in srv.http_history]
     assert hosts == ["example.com", "redirected.example"]

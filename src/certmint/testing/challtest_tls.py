@@ -17,20 +17,41 @@ import shutil
 import ssl
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from certmint.protocol.challenges import ACME_TLS_ALPN_PROTOCOL, tls_alpn01_certificate
+from certmint.protocol.jwk import PrivateKey
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_DEADLINE = 10.0
 # The certificate shown when no challenge matches the SNI (RFC 8737 leaves
-# this open; any certificate without the acmeIdentifier extension will do).
+# this open): a plain self-signed one, without the acmeIdentifier extension.
 _FALLBACK_NAME = "challtestsrv.invalid"
-_FALLBACK_KEYAUTHZ = "no-challenge-configured.for-this-name"
+
+
+def _fallback_certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _FALLBACK_NAME)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2000, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(_FALLBACK_NAME)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
 
 
 def sni_key(host: str) -> str:
@@ -59,13 +80,12 @@ class TlsAlpnResponder:
         self._dir = Path(tempfile.mkdtemp(prefix="challtestsrv-"))
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._serial = 0
-        self._base = self._context_for(_FALLBACK_NAME, _FALLBACK_KEYAUTHZ)
+        self._base = self._load_context(*_fallback_certificate())
         self._base.sni_callback = self._select
         self._server: asyncio.Server | None = None
         self.port = 0
 
-    def _context_for(self, host: str, key_authorization: str) -> ssl.SSLContext:
-        cert, key = tls_alpn01_certificate(host, key_authorization)
+    def _load_context(self, cert: x509.Certificate, key: PrivateKey) -> ssl.SSLContext:
         with self._lock:
             self._serial += 1
             stem = self._dir / f"cert{self._serial}"
@@ -98,7 +118,7 @@ class TlsAlpnResponder:
         return None  # unknown names get the fallback certificate
 
     def add(self, host: str, key_authorization: str) -> None:
-        context = self._context_for(host, key_authorization)
+        context = self._load_context(*tls_alpn01_certificate(host, key_authorization))
         with self._lock:
             self._contexts[sni_key(host)] = context
 

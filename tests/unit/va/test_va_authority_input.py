@@ -3,7 +3,7 @@
 import pytest
 
 from certmint.ca.va.authority import ValidationAuthority
-from certmint.ca.va.model import ValidationRequest, VAConfig
+from certmint.ca.va.model import VAConfig, ValidationRequest
 from certmint.protocol.problems import ProblemType
 from certmint.testing.clock import FakeClock
 

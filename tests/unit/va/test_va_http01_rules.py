@@ -4,8 +4,8 @@ import httpx
 import pytest
 
 from certmint.ca.va.http01 import (
-    HttpTarget,
     Http01Validator,
+    HttpTarget,
     build_http_client,
     echo_text,
 )
@@ -29,7 +29,10 @@ async def validator():  # type: ignore[no-untyped-def]
     ("location", "expected"),
     [
         ("/other", HttpTarget("http", "example.com", 5002, "/other")),
-        ("other?x=1", HttpTarget("http", "example.com", 5002, "/.well-known/acme-challenge/other?x=1")),
+        (
+            "other?x=1",
+            HttpTarget("http", "example.com", 5002, "/.well-known/acme-challenge/other?x=1"),
+        ),
         ("http://WWW.Example.com/a", HttpTarget("http", "www.example.com", 5002, "/a")),
         ("http://example.org:5002/a", HttpTarget("http", "example.org", 5002, "/a")),
         ("https://example.org/a", HttpTarget("https", "example.org", 5443, "/a")),

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 
 from certmint.ca.va.model import (
+    VAConfig,
     ValidationRecord,
     ValidationRequest,
     ValidationResult,
-    VAConfig,
 )
 from certmint.ca.va.resolver import build_resolver, parse_nameserver
 
@@ -71,9 +71,7 @@ def test_parse_nameserver_rejects(spec: str) -> None:
 
 
 def test_build_resolver_uses_configured_servers_and_timeouts() -> None:
-    resolver = build_resolver(
-        VAConfig(resolvers=("127.0.0.1:8053", "[::1]:9053"), dns_timeout=1.5)
-    )
+    resolver = build_resolver(VAConfig(resolvers=("127.0.0.1:8053", "[::1]:9053"), dns_timeout=1.5))
     servers = [(ns.address, ns.port) for ns in resolver.nameservers]  # type: ignore[union-attr]
     assert servers == [("127.0.0.1", 8053), ("::1", 9053)]
     assert resolver.lifetime == 1.5

@@ -72,7 +72,10 @@ GOOD_VALUE = tls_alpn01_extension_value(KEYAUTHZ)
             ),
             "exactly one",
         ),
-        (custom_cert([x509.IPAddress(ipaddress.ip_address("192.0.2.1"))], value=GOOD_VALUE), "exactly one"),
+        (
+            custom_cert([x509.IPAddress(ipaddress.ip_address("192.0.2.1"))], value=GOOD_VALUE),
+            "exactly one",
+        ),
         (custom_cert([], value=GOOD_VALUE), "without SANs"),
         (custom_cert([x509.DNSName("example.com")], value=None), "Missing acmeIdentifier"),
         (
