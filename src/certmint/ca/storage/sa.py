@@ -48,6 +48,13 @@ def _rowcount(result: Any) -> int:
 
 
 class StorageAuthority:
+    """The SA over one SQLAlchemy engine, thread-safe (one pooled connection per call).
+
+    Build the engine with ``engine.create_storage_engine`` (or just call
+    ``open_storage``): on SQLite its hooks supply WAL and BEGIN IMMEDIATE,
+    which the write methods' race-freedom relies on.
+    """
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         # SQLite reads take no write lock: single statements run bare (each is
