@@ -191,7 +191,20 @@ def test_unsupported_keys_are_refused(ca: CertificateAuthority, make_key: object
 
 @pytest.mark.parametrize(
     "names",
-    [[], ["bad name.example"], ["a..example"], ["*.*.example"], ["ex*.example"], ["é.example"]],
+    [
+        [],
+        ["bad name.example"],
+        ["a..example"],
+        ["*.*.example"],
+        ["ex*.example"],
+        ["é.example"],
+        ["192.0.2.1"],
+        ["*.com"],
+        ["example.com."],
+        ["-a.example"],
+        ["a_b.example"],
+        ["a" * 64 + ".example"],
+    ],
 )
 def test_bad_names_are_refused(ca: CertificateAuthority, names: list[str]) -> None:
     with pytest.raises(ValueError):

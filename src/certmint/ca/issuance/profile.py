@@ -90,6 +90,10 @@ def _check_dns_name(name: str) -> str:
     if not lowered or len(lowered) > 253 or not lowered.isascii():
         raise ValueError(f"invalid DNS name {name!r}")
     labels = lowered.split(".")
+    # An all-numeric last label is never a hostname (RFC 3696 §2); in
+    # particular an IP address must be an iPAddress SAN, not a dNSName.
+    if labels[-1].isdigit():
+        raise ValueError(f"{name!r} is not a DNS name (IP addresses go in ip_addresses)")
     for index, label in enumerate(labels):
         if label == "*" and index == 0 and len(labels) > 2:
             continue
