@@ -95,7 +95,10 @@ class WebFrontEnd:
         if location:
             headers["Location"] = location
         if isinstance(exc, errors.MethodNotAllowed):
-            headers["Allow"] = "POST"
+            # RFC 9110 §15.5.6: a 405 MUST list the methods the resource
+            # does allow; ACME resources take POST (RFC 8555 §6.3) unless
+            # the router knows better (directory, newNonce).
+            headers["Allow"] = getattr(exc, "allow", None) or "POST"
         return Response(
             problem.to_json_text().encode(),
             status_code=problem.status or 500,
@@ -123,10 +126,11 @@ class WebFrontEnd:
             )
         check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._config.max_body_bytes:
+        limit = self._config.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise errors.Malformed("request body is too large", status=413)
         body = await request.body()
-        if len(body) > self._config.max_body_bytes:
+        if len(body) > limit:
             raise errors.Malformed("request body is too large", status=413)
         return self._auth.authenticate(body, self._request_url(request), rule)
 
@@ -371,7 +375,11 @@ class WebFrontEnd:
             return await not_found(request)
 
         async def on_405(request: Request, exc: Exception) -> Response:
-            return self._problem_response(errors.MethodNotAllowed("method not allowed here"))
+            error = errors.MethodNotAllowed("method not allowed here")
+            # Starlette's router knows this route's real methods.
+            router_headers = getattr(exc, "headers", None) or {}
+            error.allow = router_headers.get("Allow")  # type: ignore[attr-defined]
+            return self._problem_response(error)
 
         app.add_exception_handler(404, on_404)
         app.add_exception_handler(405, on_405)
