@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import h11
 
@@ -109,6 +109,8 @@ async def _serve_connection(
         if request is None:
             return
         response = await handler(request)
+        if request.method == "HEAD":  # RFC 9110 §9.3.2: no content in a HEAD response
+            response = replace(response, body=b"")
         await _send(conn, writer, response)
     except (TimeoutError, ConnectionError, h11.LocalProtocolError) as exc:
         log.debug("challtest http connection ended: %r", exc)

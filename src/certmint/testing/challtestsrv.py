@@ -77,6 +77,7 @@ class ChallengeTestServer:
         self.http01_port = 0
         self.tlsalpn01_port = 0
         self.management_port = 0
+        self._route_table = self._routes()
 
     # -- lifecycle --
 
@@ -222,7 +223,7 @@ class ChallengeTestServer:
     async def _serve_management(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/health":
             return HttpResponse(200, b"ok\n")
-        route = self._routes().get(request.path)
+        route = self._route_table.get(request.path)
         if route is None:
             return HttpResponse(404, b"unknown management path\n")
         if request.method != "POST":

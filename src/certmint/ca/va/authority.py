@@ -4,6 +4,10 @@ Boulder's VA role (DESIGN.md §2). It talks to the network only — resolver,
 HTTP fetcher, TLS dialer — never to storage, and it reports failure as data:
 ``validate`` always returns a ``ValidationResult`` and never raises for
 anything an applicant or the network can cause.
+
+Network deadlines (``VAConfig`` timeouts) run on the event loop's clock, not
+the injected ``Clock``: they bound real socket waits, which a fake clock
+cannot shorten. The injected clock times validations for the log.
 """
 
 from __future__ import annotations

@@ -231,9 +231,10 @@ class Http01Validator:
                 f"Fetching {current.url}: Invalid redirect target {echo_text(location.encode())!r}"
             )
         if joined.scheme not in ("http", "https"):
+            scheme = echo_text(joined.scheme.encode(), 32)
             return connection_problem(
                 f"Fetching {current.url}: Invalid protocol scheme in redirect target. "
-                f'Only "http" and "https" protocol schemes are supported, not "{joined.scheme}"'
+                f'Only "http" and "https" protocol schemes are supported, not "{scheme}"'
             )
         if joined.userinfo:
             # Never echo them: they may be real secrets the server leaked.

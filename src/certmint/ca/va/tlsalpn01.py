@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -28,6 +29,13 @@ from certmint.protocol.challenges import (
 from certmint.protocol.problems import Problem, ProblemType
 
 _WRONG_CERT = "Incorrect validation certificate for tls-alpn-01 challenge."
+
+
+@dataclass(frozen=True)
+class _DialFailure:
+    """Connecting failed: the one case where the next address is tried."""
+
+    problem: Problem
 
 
 def tls_problem(detail: str) -> Problem:
@@ -139,11 +147,11 @@ class TlsAlpn01Validator:
                 address_used=address,
             )
             outcome = await self._handshake(host, address, record.port)
+            if isinstance(outcome, _DialFailure):
+                problem = outcome.problem
+                continue  # fall back to the IPv4 address only when dialling failed
             if isinstance(outcome, Problem):
-                problem = outcome
-                if outcome.type == ProblemType.CONNECTION and "connect" in outcome.detail:
-                    continue  # fall back to IPv4 only when connecting failed
-                return problem, record
+                return outcome, record
             der, alpn = outcome
             where = f"{address}:{record.port}"
             if alpn != ACME_TLS_ALPN_PROTOCOL:
@@ -156,24 +164,28 @@ class TlsAlpn01Validator:
 
     async def _handshake(
         self, host: str, address: str, port: int
-    ) -> tuple[bytes, str | None] | Problem:
+    ) -> tuple[bytes, str | None] | Problem | _DialFailure:
         where = f"{address}:{port}"
         try:
             async with asyncio.timeout(self._config.connect_timeout):
-                reader, writer = await asyncio.open_connection(
+                _reader, writer = await asyncio.open_connection(
                     address, port, ssl=self._tls, server_hostname=sni_for(host)
                 )
         except ConnectionRefusedError:
-            return connection_problem(f"{where}: Error getting validation data: could not connect")
+            return _DialFailure(connection_problem(f"{where}: Connection refused"))
         except TimeoutError:
-            return connection_problem(f"{where}: Timeout during connect (likely firewall problem)")
+            return _DialFailure(
+                connection_problem(f"{where}: Timeout during connect (likely firewall problem)")
+            )
         except ssl.SSLError as exc:
             return tls_problem(
                 f"{where}: Error getting validation data: TLS handshake failed "
                 f"({exc.reason or 'unknown reason'})"
             )
         except OSError:
-            return connection_problem(f"{where}: Error getting validation data: could not connect")
+            return _DialFailure(
+                connection_problem(f"{where}: Error getting validation data: could not connect")
+            )
         try:
             ssl_object = writer.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -184,7 +196,6 @@ class TlsAlpn01Validator:
                 await writer.wait_closed()
             except (OSError, ssl.SSLError):
                 pass  # the peer's manners on close are irrelevant to the result
-        del reader
         if not der:
             return tls_problem(f"{where}: Error getting validation data: no certificate")
         return bytes(der), alpn
