@@ -222,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certbot_hint(base_url: str, root: Path, http01_port: int, dev: bool) -> str:
-    name = "test.example" if dev else "YOUR.DOMAIN"
+    name = "www.example.com" if dev else "YOUR.DOMAIN"
     parts = [
         f"REQUESTS_CA_BUNDLE={shlex.quote(str(root))}",
         "certbot certonly --standalone",

@@ -247,10 +247,12 @@ class RegistrationAuthority:
         if payload.get("account") != self._urls.account(account.id):
             raise errors.Malformed("keyChange account does not match the signing account")
         old_key = payload.get("oldKey")
-        try:
-            old_matches = jwk_thumbprint(old_key) == account.key_thumbprint
-        except (JWKError, ValueError, KeyError, TypeError):
-            old_matches = False
+        old_matches = False
+        if isinstance(old_key, dict):
+            try:
+                old_matches = jwk_thumbprint(old_key) == account.key_thumbprint
+            except (JWKError, ValueError):
+                old_matches = False
         if not old_matches:
             raise errors.Unauthorized("keyChange oldKey is not this account's current key")
         self._pa.check_account_key(new_key)
