@@ -241,7 +241,12 @@ class RegistrationAuthority:
             if exc.kind == "badSignatureAlgorithm":
                 raise errors.BadSignatureAlgorithm(str(exc)) from None
             raise errors.Malformed(f"keyChange inner JWS: {exc}") from None
-        payload = inner.payload_json()
+        # The inner payload is client bytes like any other: bad JSON is
+        # malformed (RFC 8555 §7.3.5), never an internal error.
+        try:
+            payload = inner.payload_json()
+        except JWSError as exc:
+            raise errors.Malformed(f"keyChange inner payload: {exc}") from None
         if not isinstance(payload, dict):
             raise errors.Malformed("keyChange payload must be an object")
         if payload.get("account") != self._urls.account(account.id):
@@ -388,7 +393,8 @@ class RegistrationAuthority:
             raise errors.NotFound(f"no authorization {authz_id}")
         if authz.account_id != account.id:
             raise errors.Unauthorized("this authorization belongs to another account")
-        return AuthzView(authz, effective_authz_status(authz.status, authz.expires, self._clock.now()))
+        now = self._clock.now()
+        return AuthzView(authz, effective_authz_status(authz.status, authz.expires, now))
 
     def deactivate_authz(self, account: AccountRecord, authz_id: str) -> AuthzView:
         self.get_authz(account, authz_id)
