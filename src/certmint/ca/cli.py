@@ -13,7 +13,6 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard listen address, not a bind
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
 

@@ -24,7 +24,7 @@ from certmint.ca.urls import ACME_PREFIX, AcmeUrls
 from certmint.ca.wfe.auth import Authenticated, KeyRule, RequestAuthenticator, check_content_type
 from certmint.ca.wfe.render import Renderer
 from certmint.protocol.b64 import b64url_encode
-from certmint.protocol.jwk import jwk_thumbprint
+from certmint.protocol.csr import pem_encode_certificates
 from certmint.protocol.messages import (
     AccountUpdateRequest,
     FinalizeRequest,
@@ -298,8 +298,9 @@ class WebFrontEnd:
             # §7.5.1: the response to a challenge is exactly the empty object.
             if auth.payload() != {}:
                 raise errors.Malformed("a challenge response must be the empty JSON object {}")
-            thumbprint = jwk_thumbprint(json.loads(account.jwk_json))
-            view, challenge = self._ra.start_challenge(account, authz_id, challenge_id, thumbprint)
+            view, challenge = self._ra.start_challenge(
+                account, authz_id, challenge_id, account.key_thumbprint
+            )
         return self._response(
             self._render.challenge(challenge),
             location=self.urls.challenge(authz_id, challenge_id),
@@ -321,8 +322,6 @@ class WebFrontEnd:
         alternate = int(raw_alt)
         if alternate >= len(chains):
             raise errors.NotFound("no such alternate chain")
-        from certmint.protocol.csr import pem_encode_certificates
-
         body = (pem_encode_certificates([cert.der]) + chains[alternate]).encode()
         links = tuple(
             f'<{self.urls.certificate(serial, n)}>;rel="alternate"'

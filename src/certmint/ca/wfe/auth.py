@@ -1,4 +1,4 @@
-"""Authenticating an ACME POST (RFC 8555 §6.2–6.5) before the RA sees it.
+"""Authenticating an ACME POST (RFC 8555 §6.2-6.5) before the RA sees it.
 
 Order of checks: media type, size, JWS syntax, algorithm, nonce, URL, key
 (``kid`` or ``jwk`` as the endpoint demands), then the signature. Every failure
@@ -21,6 +21,7 @@ from certmint.protocol.jwk import JWKError, PublicKey, public_key_from_jwk
 from certmint.protocol.jws import ALLOWED_ALGS, JWSError, ParsedJWS, parse_jws, verify_jws
 
 JOSE_CONTENT_TYPE = "application/jose+json"
+KEY_CACHE_SIZE = 10_000
 
 
 class KeyRule(Enum):
@@ -58,6 +59,7 @@ class RequestAuthenticator:
         self._urls = urls
         self._nonces = nonces
         self._sa = sa
+        self._key_cache: dict[str, PublicKey] = {}
 
     def authenticate(self, body: bytes, request_url: str, rule: KeyRule) -> Authenticated:
         try:
@@ -95,11 +97,7 @@ class RequestAuthenticator:
             if rule is KeyRule.JWK:
                 raise errors.Malformed("this request must be signed with a jwk, not a kid")
             account = self._account_for_kid(jws.kid)
-            try:
-                key = public_key_from_jwk(json.loads(account.jwk_json))
-            except (JWKError, ValueError) as exc:
-                raise errors.ServerInternal(f"stored account key unusable: {exc}") from None
-            return account, None, key
+            return account, None, self._account_key(account.jwk_json)
         if jws.jwk is not None:
             if rule is KeyRule.KID:
                 raise errors.Malformed("this request must be signed with an account kid, not a jwk")
@@ -109,6 +107,21 @@ class RequestAuthenticator:
                 raise errors.BadPublicKey(f"JWS jwk is not acceptable: {exc}") from None
             return None, jws.jwk, key
         raise errors.Malformed("JWS protected header needs a kid or a jwk")
+
+    def _account_key(self, jwk_json: str) -> PublicKey:
+        """The key object for a stored JWK. Parsing and validating a JWK costs
+        more than verifying a signature, so keys are cached by their JSON text
+        (immutable: a key change stores a new text)."""
+        key = self._key_cache.get(jwk_json)
+        if key is None:
+            try:
+                key = public_key_from_jwk(json.loads(jwk_json))
+            except (JWKError, ValueError) as exc:
+                raise errors.ServerInternal(f"stored account key unusable: {exc}") from None
+            if len(self._key_cache) >= KEY_CACHE_SIZE:
+                self._key_cache.pop(next(iter(self._key_cache)))
+            self._key_cache[jwk_json] = key
+        return key
 
     def _account_for_kid(self, kid: str) -> AccountRecord:
         account_id = self._urls.account_id_from_kid(kid)
