@@ -210,7 +210,10 @@ class PolicyAuthority:
         if not_after is not None:
             if not_after <= start:
                 raise errors.Malformed("notAfter must be later than notBefore")
-            if not_after - start > profile.validity:
+            # RFC 5280 §4.1.2.5 / BR 7.1.2.7: the validity period includes
+            # both notBefore and notAfter, so a window of exactly the
+            # profile's span would be one second longer than the profile.
+            if not_after - start >= profile.validity:
                 raise errors.Malformed(
                     f"requested validity exceeds the {profile.name} profile's "
                     f"{profile.validity.days} days"

@@ -484,6 +484,15 @@ class RegistrationAuthority:
             )
         order = view.order
         csr = self._check_csr(account, order, csr_der)
+        not_before = order.not_before
+        if order.not_after is not None and not_before is None:
+            # The PA vetted notAfter against "now" at newOrder time; the
+            # CA's default backdated notBefore would stretch the window past
+            # the profile (BR 7.1.2.7), so a certificate with a requested
+            # notAfter starts now.
+            not_before = self._clock.now()
+            if order.not_after <= not_before:
+                raise errors.Malformed("the order's requested notAfter has already passed")
         # The conditional update is the guard: of concurrent finalize calls
         # exactly one proceeds, so an order yields at most one certificate.
         if not self._sa.begin_finalize(order.id):
@@ -494,7 +503,7 @@ class RegistrationAuthority:
             issued = self._ca.issue(
                 public_key=csr,
                 dns_names=names,
-                not_before=order.not_before,
+                not_before=not_before,
                 not_after=order.not_after,
                 validity=profile.validity,
             )
