@@ -144,26 +144,29 @@ class RawHttp1Connection:
             head.append(f"content-length: {len(body)}")
         wire = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         async with asyncio.timeout(self._timeout):
-            for attempt in range(2):
-                reused = self._writer is not None
-                reader, writer = (
-                    (self._reader, self._writer) if reused else await self._connect()
-                )
-                assert reader is not None and writer is not None
-                try:
-                    writer.write(wire)
-                    status_line = await reader.readuntil(b"\r\n")
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    await self.aclose()
-                    if reused and attempt == 0:
-                        continue
-                    raise
-                break
+            status_line, reader = await self._send(wire)
             try:
                 return await self._read_response(status_line, reader, method)
             except BaseException:
                 await self.aclose()
                 raise
+
+    async def _send(self, wire: bytes) -> tuple[bytes, asyncio.StreamReader]:
+        """Write the request, read the status line; one retry on a fresh
+        connection if a reused one turns out closed."""
+        for attempt in range(2):
+            if self._reader is not None and self._writer is not None:
+                reused, reader, writer = True, self._reader, self._writer
+            else:
+                reused, (reader, writer) = False, await self._connect()
+            try:
+                writer.write(wire)
+                return await reader.readuntil(b"\r\n"), reader
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.aclose()
+                if not (reused and attempt == 0):
+                    raise
+        raise ConnectionError("unreachable: second attempt returns or raises")
 
     async def _read_response(
         self, status_line: bytes, reader: asyncio.StreamReader, method: str
@@ -253,6 +256,7 @@ class Progress:
     last: float = field(default_factory=time.monotonic)
     step: str = "start"
     step_seconds: dict[str, float] = field(default_factory=dict)
+    polls: int = 0
 
     def advance(self, step: str) -> None:
         now = time.monotonic()
@@ -433,11 +437,13 @@ class AcmeWorker:
     # -- one complete flow -------------------------------------------------
 
     async def _poll(
-        self, url: str, what: str, done: Callable[[str], bool], first: HttpResponse
+        self, url: str, what: str, done: Callable[[str], bool], first: HttpResponse,
+        progress: Progress,
     ) -> dict[str, Any]:
         delay = _retry_after(first, self._poll_interval, self._retry_after_cap)
         for _ in range(MAX_POLLS):
             await asyncio.sleep(delay)
+            progress.polls += 1
             response, body = await self._post_json(url, None, what)
             status = body.get("status")
             if isinstance(status, str) and done(status):
@@ -468,7 +474,7 @@ class AcmeWorker:
         if authz.get("status") != "valid":
             challenge_response = await self._answer_http01(authz, progress)
             authz = await self._poll(
-                authz_url, "authz poll", lambda s: s != "pending", challenge_response
+                authz_url, "authz poll", lambda s: s != "pending", challenge_response, progress
             )
             if authz.get("status") != "valid":
                 raise FlowError(f"authz {authz.get('status')}", str(authz.get("challenges")))
@@ -483,7 +489,8 @@ class AcmeWorker:
         progress.advance("finalized")
         if order.get("status") != "valid":
             order = await self._poll(
-                order_url, "order poll", lambda s: s not in ("processing", "ready"), final_response
+                order_url, "order poll", lambda s: s not in ("processing", "ready"),
+                final_response, progress,
             )
         certificate_url = order.get("certificate")
         if order.get("status") != "valid" or not isinstance(certificate_url, str):

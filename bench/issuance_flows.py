@@ -51,6 +51,7 @@ from acme_driver import (
 )
 from servers import (
     ManagedProcess,
+    ServerProfiler,
     free_port,
     machine_busy_seconds,
     start_certmint,
@@ -82,11 +83,13 @@ class PhaseResult:
     responder_cpu_ms: float = 0.0
     machine_busy_ms: float = 0.0  # all CPUs, all processes (/proc/stat)
     bad_nonce_retries: int = 0
+    polls: int = 0  # status polls made by ok flows
     failure_reasons: dict[str, int] = field(default_factory=dict)
     failure_examples: dict[str, str] = field(default_factory=dict)
     stalled_steps: dict[str, int] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)  # summed over ok flows
     error: str = ""
+    profile_summary: str = ""
 
     @property
     def flows_per_second(self) -> float:
@@ -114,6 +117,7 @@ class RunLimits:
     poll_interval: float
     retry_after_cap: float
     http_client: str
+    profile_dir: Path | None
 
 
 class FlowTally:
@@ -156,6 +160,7 @@ async def _run_one_flow(worker: AcmeWorker, tally: FlowTally) -> bool:
         return exc is None
     if exc is None:
         result.ok += 1
+        result.polls += progress.polls
         for step, seconds in progress.step_seconds.items():
             result.step_seconds[step] = result.step_seconds.get(step, 0.0) + seconds
         result.latencies_ms.append((time.monotonic() - started) * 1000.0)
@@ -254,8 +259,17 @@ async def run_phase(
         client_before = _client_cpu_seconds()
         responder_before = responder.cpu_seconds()
         machine_before = machine_busy_seconds()
+        profiler = None
+        if limits.profile_dir is not None and name == "certmint":
+            profiler = ServerProfiler(
+                server.process.pid, limits.profile_dir / f"certmint-c{limits.concurrency}.txt",
+                limits.duration)
         started = time.monotonic()
-        await _drive(workers, FlowTally(result, limits.max_flows), limits.duration, server)
+        try:
+            await _drive(workers, FlowTally(result, limits.max_flows), limits.duration, server)
+        finally:
+            if profiler is not None:
+                result.profile_summary = profiler.finish()
         result.window_seconds = time.monotonic() - started
         result.server_cpu_ms = (server.cpu_seconds() - cpu_before) * 1000.0
         result.client_cpu_ms = (_client_cpu_seconds() - client_before) * 1000.0
@@ -335,7 +349,10 @@ def render_notes(results: list[PhaseResult]) -> str:
         if r.ok:
             steps = ", ".join(f"{step} {seconds / r.ok * 1000.0:.1f}"
                               for step, seconds in r.step_seconds.items())
-            notes.append(f"{r.server}: mean ms per step (ok flows): {steps}")
+            notes.append(f"{r.server}: mean ms per step (ok flows): {steps}; "
+                         f"polls per flow {r.polls / r.ok:.1f}")
+        if r.profile_summary:
+            notes.append(r.profile_summary)
     return "\n".join(notes)
 
 
@@ -388,6 +405,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-client", choices=("raw", "httpx"), default="raw",
                         help="client transport: a minimal keep-alive HTTP/1.1 client (default,"
                              " ~0.03 ms CPU per request) or httpx (~0.6 ms per request)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample certmint-ca with py-spy over the measured window; write "
+                             "raw stacks to DIR and print the hot spots")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.duration <= 0 or (args.flows is not None and args.flows < 1):
@@ -402,8 +422,11 @@ async def main_async(args: argparse.Namespace, workdir: Path,
         "pebble", "pebble_mgmt", "certmint", "certmint_mgmt")}
     responder = start_responder(args.responder, workdir, ports)
     started.append(responder)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     limits = RunLimits(args.concurrency, args.duration, args.flows, args.warmup,
-                       args.poll_interval, args.retry_after_cap, args.http_client)
+                       args.poll_interval, args.retry_after_cap, args.http_client,
+                       args.profile)
     names = ["pebble", "certmint"] if args.server == "both" else [args.server]
     results = []
     for name in names:

@@ -65,7 +65,8 @@ def process_tree_cpu_seconds(root: int) -> float:
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append(int(entry))
     ticks = 0
-    stack, seen = [root], set()
+    stack: list[int] = [root]
+    seen: set[int] = set()
     while stack and len(seen) < 10_000:
         pid = stack.pop()
         if pid in seen:
@@ -278,3 +279,63 @@ def machine_busy_seconds() -> float:
         fields = stat.readline().split()
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class ServerProfiler:
+    """py-spy sampling a Python server over the measured window.
+
+    ``--nonblocking`` reads the target's memory without pausing it, so the
+    profile does not slow the server it measures. Results are raw collapsed
+    stacks ("frame;frame;... count"), summarised by ``summarise_profile``.
+    """
+
+    def __init__(self, pid: int, output: Path, seconds: float, rate: int = 100) -> None:
+        self.output = output
+        exe = shutil.which("py-spy")
+        if exe is None:
+            raise OSError("py-spy not found (pip install py-spy)")
+        self._log = output.with_suffix(".log").open("wb")
+        self.process = subprocess.Popen(
+            [exe, "record", "--nonblocking", "--format", "raw", "--rate", str(rate),
+             "--duration", str(max(1, round(seconds))), "--pid", str(pid), "--output",
+             str(output)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def finish(self, timeout: float = 30.0) -> str:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5.0)
+        self._log.close()
+        return summarise_profile(self.output) if self.output.exists() else "no profile written"
+
+
+def summarise_profile(path: Path, top: int = 15) -> str:
+    """Share of samples per function: self (leaf) and inclusive (anywhere on
+    the stack), with file paths shortened to the package."""
+    self_count: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        self_count[frames[-1]] = self_count.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return "profile is empty"
+
+    def rows(counts: dict[str, int]) -> list[str]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [f"  {count / total:6.1%}  {frame}" for frame, count in ranked]
+
+    wanted = {k: v for k, v in inclusive.items() if "certmint/" in k}
+    return "\n".join([f"py-spy: {total} samples ({path})", "self time:", *rows(self_count),
+                      "inclusive, certmint functions:", *rows(wanted)])
