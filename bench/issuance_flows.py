@@ -84,6 +84,8 @@ class PhaseResult:
     machine_busy_ms: float = 0.0  # all CPUs, all processes (/proc/stat)
     bad_nonce_retries: int = 0
     polls: int = 0  # status polls made by ok flows
+    last_completion: float = 0.0  # monotonic time the last flow ended (ok or failed)
+    drive_seconds: float = 0.0  # measured window including the wait for stalled flows
     failure_reasons: dict[str, int] = field(default_factory=dict)
     failure_examples: dict[str, str] = field(default_factory=dict)
     stalled_steps: dict[str, int] = field(default_factory=dict)
@@ -158,6 +160,7 @@ async def _run_one_flow(worker: AcmeWorker, tally: FlowTally) -> bool:
     exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
     if result is None:  # warm-up: outcome only
         return exc is None
+    result.last_completion = time.monotonic()
     if exc is None:
         result.ok += 1
         result.polls += progress.polls
@@ -270,7 +273,12 @@ async def run_phase(
         finally:
             if profiler is not None:
                 result.profile_summary = profiler.finish()
-        result.window_seconds = time.monotonic() - started
+        result.drive_seconds = time.monotonic() - started
+        # A stalled flow holds the drive open for STALL_SECONDS while the
+        # server does nothing; throughput is over the time flows completed.
+        result.window_seconds = result.drive_seconds
+        if result.stalled and result.last_completion > started:
+            result.window_seconds = result.last_completion - started
         result.server_cpu_ms = (server.cpu_seconds() - cpu_before) * 1000.0
         result.client_cpu_ms = (_client_cpu_seconds() - client_before) * 1000.0
         result.responder_cpu_ms = (responder.cpu_seconds() - responder_before) * 1000.0
@@ -330,11 +338,14 @@ def render_notes(results: list[PhaseResult]) -> str:
             example = r.failure_examples.get(reason, "")
             if example and example != reason:
                 notes.append(f"    e.g. {example}")
-        if r.window_seconds > 0:
-            window_ms = r.window_seconds * 1000.0
+        if r.drive_seconds > 0:
+            window_ms = r.drive_seconds * 1000.0  # CPU is sampled over the whole drive
             other_ms = r.machine_busy_ms - r.server_cpu_ms - r.client_cpu_ms - r.responder_cpu_ms
+            if r.window_seconds < r.drive_seconds:
+                notes.append(f"{r.server}: flows/s over {r.window_seconds:.1f} s up to the last "
+                             f"completed flow; CPU over all {r.drive_seconds:.1f} s")
             notes.append(
-                f"{r.server}: window {r.window_seconds:.1f} s; cores busy: server "
+                f"{r.server}: window {r.drive_seconds:.1f} s; cores busy: server "
                 f"{r.server_cpu_ms / window_ms:.2f}, client {r.client_cpu_ms / window_ms:.2f}, "
                 f"responder {r.responder_cpu_ms / window_ms:.2f}, other processes "
                 f"{max(other_ms, 0.0) / window_ms:.2f} (of {os.cpu_count()}); "
