@@ -593,9 +593,10 @@ class RegistrationAuthority:
                 f"reason {code} is not allowed; use one of 0, 1, 3, 4, 5"
             )
         if account is not None:
-            if record.account_id != account.id:
+            if record.account_id != account.id and not self._holds_authzs_for(account, record):
                 raise errors.Unauthorized(
-                    "only the account that ordered this certificate may revoke it"
+                    "only the account that ordered this certificate, or one holding "
+                    "valid authorizations for all its names, may revoke it"
                 )
         elif signing_key is None or not public_keys_equal(signing_key, cert.public_key()):
             raise errors.Unauthorized("the request is not signed by the certificate's key")
@@ -605,6 +606,17 @@ class RegistrationAuthority:
             raise errors.AlreadyRevoked("certificate is already revoked")
         if self._on_revocation is not None:
             self._on_revocation(record.issuer_id)
+
+    def _holds_authzs_for(self, account: AccountRecord, record: CertificateRecord) -> bool:
+        """RFC 8555 §7.6: the server MUST also consider authorized "an
+        account that holds authorizations for all of the identifiers in the
+        certificate" (valid and unexpired now; a wildcard name needs a
+        wildcard authorization)."""
+        wanted = [("dns", n.removeprefix("*."), n.startswith("*.")) for n in record.names]
+        if not wanted:
+            return False
+        held = self._sa.find_reusable_authzs(account.id, wanted, (VALID,), self._clock.now())
+        return all(key in held for key in wanted)
 
 
 def _find_challenge(authz: AuthzRecord, challenge_id: str) -> ChallengeRecord:
