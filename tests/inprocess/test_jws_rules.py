@@ -58,6 +58,25 @@ async def test_oversized_body_is_413(env: CAEnv) -> None:
     assert_problem(response, 413, "malformed")
 
 
+async def test_oversized_chunked_body_is_413_without_reading_it_all(env: CAEnv) -> None:
+    """No Content-Length: the WFE must stop reading at its limit rather than
+    buffer whatever a hostile client streams (bounded here at 200 chunks)."""
+    chunk = b"x" * 65_536
+    consumed = 0
+
+    async def endless() -> Any:
+        nonlocal consumed
+        for _ in range(200):
+            consumed += 1
+            yield chunk
+
+    response = await env.http.post(
+        "/acme/new-order", content=endless(), headers={"Content-Type": "application/jose+json"}
+    )
+    assert_problem(response, 413, "malformed")
+    assert consumed <= 3
+
+
 async def test_body_not_json_is_malformed(env: CAEnv) -> None:
     response = await post_raw(env, f"{BASE_URL}/acme/new-order", b"not json at all")
     assert_problem(response, 400, "malformed")

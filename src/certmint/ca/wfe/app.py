@@ -129,10 +129,17 @@ class WebFrontEnd:
         limit = self._config.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise errors.Malformed("request body is too large", status=413)
-        body = await request.body()
-        if len(body) > limit:
-            raise errors.Malformed("request body is too large", status=413)
-        return self._auth.authenticate(body, self._request_url(request), rule)
+        # Without a Content-Length (chunked) the size is only known while
+        # reading: stop at the limit instead of buffering whatever a hostile
+        # client keeps sending.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.Malformed("request body is too large", status=413)
+            chunks.append(chunk)
+        return self._auth.authenticate(b"".join(chunks), self._request_url(request), rule)
 
     @staticmethod
     def _require_post_as_get(auth: Authenticated) -> None:
