@@ -331,6 +331,16 @@ async def test_non_empty_payload_to_certificate_is_malformed(env: CAEnv) -> None
     assert_problem(response, 400, "malformed")
 
 
+@pytest.mark.parametrize("resource", ["newAccount", "newOrder", "revokeCert", "keyChange"])
+async def test_post_as_get_to_a_resource_needing_a_payload_is_malformed(
+    env: CAEnv, resource: str
+) -> None:
+    """§6.3: an empty payload where a JSON object is required is malformed."""
+    client = await env.client()
+    response = await client.post(client.dir[resource], None, use_jwk=resource == "newAccount")
+    assert_problem(response, 400, "malformed")
+
+
 async def test_nonce_of_rejected_request_carries_on(env: CAEnv) -> None:
     """After any error the client can go on with the returned nonce."""
     client = await env.client()

@@ -99,6 +99,18 @@ async def test_chaos_reuse_zero_percent_never_reuses(env_factory: Any) -> None:
     assert second.json()["authorizations"][0] not in first["authorizations"]
 
 
+async def test_plain_authorization_is_not_reused_for_a_wildcard(env: CAEnv) -> None:
+    """A wildcard needs its own (dns-01) authorization (BR 3.2.2.6); a valid
+    authorization for the base name does not stand in for it."""
+    client = await env.client()
+    await validate_order(env, client, ["wc.example.com", "wc2.example.com"])
+    wildcard = await client.new_order(["*.wc.example.com"])
+    assert wildcard.json()["status"] == "pending"
+    authz = (await client.get(wildcard.json()["authorizations"][0])).json()
+    assert authz["wildcard"] is True
+    assert authz["status"] == "pending"
+
+
 # -- identifiers (§7.1.3, §6.7.1) ---------------------------------------------------
 
 
