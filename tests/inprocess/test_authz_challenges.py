@@ -238,7 +238,10 @@ async def test_validation_failure_default_problem_is_unauthorized(env: CAEnv) ->
 
 
 async def test_chaos_validation_delay_completes_with_the_fake_clock(env_factory: Any) -> None:
-    env: CAEnv = await env_factory(chaos=ChaosConfig(validation_delay_seconds=5, seed=1))
+    # No inline wait: the response must show the validation still running.
+    env: CAEnv = await env_factory(
+        chaos=ChaosConfig(validation_delay_seconds=5, seed=1), inline_validation_wait_seconds=0
+    )
     client = await env.client()
     _, authz_url, authz = await pending_authz(client, "slow.example.com")
     before = env.clock.now()
@@ -257,3 +260,14 @@ async def test_challenge_on_expired_authz_starts_nothing(env: CAEnv) -> None:
     assert response.status_code >= 400
     await env.drain()
     assert env.va.requests == []
+
+
+async def test_quick_validation_is_answered_inline(env: CAEnv) -> None:
+    """§7.5.1 lets the challenge response show the outcome: a validation that
+    finishes within inline_validation_wait_seconds is reported at once."""
+    client = await env.client()
+    _, authz_url, authz = await pending_authz(client, "quick.example.com")
+    response = await client.post(http01(authz)["url"], {})
+    assert response.json()["status"] == "valid"
+    assert "Retry-After" not in response.headers
+    assert (await client.get(authz_url)).json()["status"] == "valid"

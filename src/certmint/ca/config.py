@@ -76,5 +76,8 @@ class CAConfig:
     orders_page_size: int = 100
     max_body_bytes: int = 64 * 1024
     retry_after_seconds: int = 1
+    # How long a challenge POST waits for its validation before answering
+    # "processing" (RFC 8555 §7.5.1 allows either); 0 answers at once.
+    inline_validation_wait_seconds: float = 1.0
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     chaos: ChaosConfig = field(default_factory=ChaosConfig)

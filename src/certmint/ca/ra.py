@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -66,6 +66,7 @@ from certmint.protocol.status import derive_order_status, effective_authz_status
 from certmint.runtime import Clock, Entropy
 
 log = logging.getLogger("certmint.ca.ra")
+T = TypeVar("T")
 
 ID_BYTES = 12  # 96 bits: unguessable resource ids
 
@@ -111,7 +112,7 @@ class RegistrationAuthority:
         self._entropy = entropy
         self._chaos = chaos_entropy
         self._on_revocation = on_revocation
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def _new_id(self) -> str:
         return b64url_encode(self._entropy.token_bytes(ID_BYTES))
@@ -408,17 +409,21 @@ class RegistrationAuthority:
 
     def start_challenge(
         self, account: AccountRecord, authz_id: str, challenge_id: str, jwk_thumbprint_: str
-    ) -> tuple[AuthzView, ChallengeRecord]:
-        """§7.5.1: the client says it is ready; validate asynchronously."""
+    ) -> tuple[AuthzView, ChallengeRecord, asyncio.Task[AuthzRecord | None] | None]:
+        """§7.5.1: the client says it is ready; validate asynchronously.
+
+        Returns the validation task when this call started one, so the WFE
+        may wait a moment for it (see ``await_validation``)."""
         view = self.get_authz(account, authz_id)
         challenge = _find_challenge(view.authz, challenge_id)
         if view.status == "expired":
             raise errors.Malformed("this authorization has expired")
         if view.status != PENDING or challenge.status != PENDING:
             # Idempotent: a repeated POST reports the current state.
-            return view, challenge
+            return view, challenge, None
         authz, started = self._sa.start_challenge(authz_id, challenge_id)
         challenge = _find_challenge(authz, challenge_id)
+        task = None
         if started:
             request = ValidationRequest(
                 challenge_type=challenge.type,
@@ -427,10 +432,23 @@ class RegistrationAuthority:
                 token=challenge.token,
                 key_authorization=key_authorization(challenge.token, jwk_thumbprint_),
             )
-            self._spawn(self._validate(authz.id, challenge.id, request))
-        return AuthzView(authz, authz.status), challenge
+            task = self._spawn(self._validate(authz.id, challenge.id, request))
+        return AuthzView(authz, authz.status), challenge, task
 
-    async def _validate(self, authz_id: str, challenge_id: str, request: ValidationRequest) -> None:
+    @staticmethod
+    async def await_validation(
+        task: asyncio.Task[AuthzRecord | None], timeout: float
+    ) -> AuthzRecord | None:
+        """The authorization after validation, if it finishes within
+        ``timeout`` seconds; otherwise None and validation goes on."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            return None
+
+    async def _validate(
+        self, authz_id: str, challenge_id: str, request: ValidationRequest
+    ) -> AuthzRecord | None:
         delay = self._config.chaos.validation_delay_seconds
         if delay > 0:
             await self._clock.sleep(delay)
@@ -452,7 +470,7 @@ class RegistrationAuthority:
                 subproblems=problem.subproblems,
             )
         try:
-            self._sa.finish_challenge(
+            return self._sa.finish_challenge(
                 authz_id,
                 challenge_id,
                 valid=valid,
@@ -463,11 +481,13 @@ class RegistrationAuthority:
             )
         except StaleState:
             log.info("challenge %s changed state during validation", challenge_id)
+            return None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self) -> None:
         """Wait for in-flight validations (tests and graceful shutdown)."""

@@ -305,9 +305,17 @@ class WebFrontEnd:
             # §7.5.1: the response to a challenge is exactly the empty object.
             if auth.payload() != {}:
                 raise errors.Malformed("a challenge response must be the empty JSON object {}")
-            view, challenge = self._ra.start_challenge(
+            view, challenge, validation = self._ra.start_challenge(
                 account, authz_id, challenge_id, account.key_thumbprint
             )
+            wait = self._config.inline_validation_wait_seconds
+            if validation is not None and wait > 0:
+                # Answer with the outcome when validation is quick (it usually
+                # is): the client's first poll then finds the authorization
+                # settled instead of polling while it runs.
+                settled = await self._ra.await_validation(validation, wait)
+                if settled is not None:
+                    challenge = next(c for c in settled.challenges if c.id == challenge_id)
         return self._response(
             self._render.challenge(challenge),
             location=self.urls.challenge(authz_id, challenge_id),
