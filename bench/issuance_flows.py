@@ -375,10 +375,14 @@ async def _bench_server(
     limits: RunLimits, started: list[ManagedProcess], responder: ManagedProcess,
 ) -> PhaseResult:
     print(f"[bench] starting {name} ...", file=sys.stderr, flush=True)
-    if name == "pebble":
-        server, directory_url, bundle = start_pebble(workdir / "pebble", ports)
-    else:
-        server, directory_url, bundle = start_certmint(workdir / "certmint", ports)
+    try:
+        if name == "pebble":
+            server, directory_url, bundle = start_pebble(workdir / "pebble", ports)
+        else:
+            server, directory_url, bundle = start_certmint(workdir / "certmint", ports)
+    except OSError as exc:  # the start helpers stop what they started
+        return PhaseResult(server=name, concurrency=limits.concurrency,
+                           error=f"could not start: {exc}")
     started.append(server)
     try:
         print(f"[bench] {name}: {limits.concurrency} workers, warm-up {limits.warmup:g} s, "
@@ -461,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("[bench] interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # e.g. the challenge responder did not start
+        print(f"[bench] error: {exc}", file=sys.stderr)
+        return 2
     finally:
         for process in reversed(started):
             process.stop()

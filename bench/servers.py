@@ -183,8 +183,12 @@ def start_responder(kind: str, workdir: Path, ports: dict[str, int]) -> ManagedP
                 "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]
     print(f"[bench] challenge responder: {argv[0]}", file=sys.stderr, flush=True)
     process = ManagedProcess(f"{kind}-challtestsrv", argv, workdir / "responder.log")
-    process.wait_for_port(ports["responder_mgmt"], PROCESS_START_TIMEOUT_SECONDS)
-    process.wait_for_port(ports["http01"], PROCESS_START_TIMEOUT_SECONDS)
+    try:
+        process.wait_for_port(ports["responder_mgmt"], PROCESS_START_TIMEOUT_SECONDS)
+        process.wait_for_port(ports["http01"], PROCESS_START_TIMEOUT_SECONDS)
+    except OSError:
+        process.stop()
+        raise
     return process
 
 
@@ -247,7 +251,11 @@ def start_pebble(directory: Path, ports: dict[str, int]) -> tuple[ManagedProcess
         ["pebble", "-config", str(config_path), "-dnsserver", f"127.0.0.1:{ports['dns']}"],
         directory / "pebble.log", env=env,
     )
-    process.wait_for_port(ports["pebble"], PROCESS_START_TIMEOUT_SECONDS)
+    try:
+        process.wait_for_port(ports["pebble"], PROCESS_START_TIMEOUT_SECONDS)
+    except OSError:
+        process.stop()
+        raise
     return process, f"https://127.0.0.1:{ports['pebble']}/dir", str(root_path)
 
 
@@ -263,7 +271,11 @@ def start_certmint(directory: Path, ports: dict[str, int]) -> tuple[ManagedProce
             "--allow-private-addresses"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = ManagedProcess("certmint-ca", argv, directory / "certmint-ca.log", env=env)
-    text = process.wait_for_log("certmint-ca: ready", PROCESS_START_TIMEOUT_SECONDS)
+    try:
+        text = process.wait_for_log("certmint-ca: ready", PROCESS_START_TIMEOUT_SECONDS)
+    except OSError:
+        process.stop()
+        raise
     directory_match = re.search(r"certmint-ca: ACME directory (\S+)", text)
     root_match = re.search(r"certmint-ca: root certificate (\S+)", text)
     if not directory_match or not root_match:
