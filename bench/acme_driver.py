@@ -438,9 +438,13 @@ class AcmeWorker:
 
     async def _poll(
         self, url: str, what: str, done: Callable[[str], bool], first: HttpResponse,
-        progress: Progress,
+        progress: Progress, *, settled: bool = False,
     ) -> dict[str, Any]:
-        delay = _retry_after(first, self._poll_interval, self._retry_after_cap)
+        # ``settled``: the previous answer already showed the final state (a
+        # CA that validates inline answers the challenge POST with "valid"),
+        # so fetch the result at once rather than sleeping a poll interval.
+        delay = 0.0 if settled else _retry_after(
+            first, self._poll_interval, self._retry_after_cap)
         for _ in range(MAX_POLLS):
             await asyncio.sleep(delay)
             progress.polls += 1
@@ -473,8 +477,10 @@ class AcmeWorker:
         _, authz = await self._post_json(authz_url, None, "authz")
         if authz.get("status") != "valid":
             challenge_response = await self._answer_http01(authz, progress)
+            challenge_status = _json_object(challenge_response, "challenge").get("status")
             authz = await self._poll(
-                authz_url, "authz poll", lambda s: s != "pending", challenge_response, progress
+                authz_url, "authz poll", lambda s: s != "pending", challenge_response, progress,
+                settled=challenge_status in ("valid", "invalid"),
             )
             if authz.get("status") != "valid":
                 raise FlowError(f"authz {authz.get('status')}", str(authz.get("challenges")))
