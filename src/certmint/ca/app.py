@@ -18,6 +18,7 @@ from certmint.ca.nonces import ChaoticNonceService, MemoryNonceService, NonceSer
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import RegistrationAuthority
 from certmint.ca.storage.sa import StorageAuthority
+from certmint.ca.urls import AcmeUrls
 from certmint.ca.va.authority import ValidationAuthority
 from certmint.ca.wfe.app import WebFrontEnd
 from certmint.runtime import Clock, Entropy, SeededEntropy
@@ -48,6 +49,7 @@ def build_ca_server(
     hierarchy: Hierarchy,
     clock: Clock,
     entropy: Entropy,
+    nonces: NonceService | None = None,
 ) -> CAServer:
     mgmt = config.management_base_url.rstrip("/")
     ca = CertificateAuthority(
@@ -61,7 +63,8 @@ def build_ca_server(
 
     chaos_seed: int | None = None
     chaos_entropy: Entropy | None = None
-    nonces: NonceService = MemoryNonceService(entropy)
+    if nonces is None:
+        nonces = MemoryNonceService(entropy)
     if config.chaos.enabled:
         # Chaos replays from its seed; print it so a failing run can be rerun.
         chaos_seed = (
@@ -73,16 +76,13 @@ def build_ca_server(
         if config.chaos.nonce_reject_percent > 0:
             nonces = ChaoticNonceService(nonces, config.chaos.nonce_reject_percent, chaos_entropy)
 
-    wfe_urls_base = config.base_url
-    from certmint.ca.urls import AcmeUrls
-
     ra = RegistrationAuthority(
         config=config,
         sa=sa,
         pa=pa,
         va=va,
         ca=ca,
-        urls=AcmeUrls(wfe_urls_base),
+        urls=AcmeUrls(config.base_url),
         clock=clock,
         entropy=entropy,
         chaos_entropy=chaos_entropy,

@@ -7,14 +7,12 @@ the environment and the terminal, and turns every failure into one line.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from certmint.ca.config import CAConfig, ChaosConfig
 
@@ -69,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--terms-of-service", help="URL clients must agree to")
     serve.add_argument("--eab-required", action="store_true")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
     serve.add_argument("--chaos-nonce-reject", type=float, default=0.0, metavar="PCT")
     serve.add_argument("--chaos-validation-delay", type=float, default=0.0, metavar="SECONDS")
     serve.add_argument("--chaos-authz-reuse", type=float, default=None, metavar="PCT")
@@ -86,12 +87,6 @@ def _parser() -> argparse.ArgumentParser:
 def _database_url(args: argparse.Namespace, data_dir: Path) -> str:
     url: str | None = args.database_url
     return url or f"sqlite:///{data_dir / 'certmint.db'}"
-
-
-@dataclass(frozen=True)
-class _Listeners:
-    acme: tuple[str, int]
-    management: tuple[str, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,20 +143,18 @@ def _eab(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from certmint.ca.app import build_ca_server
-    from certmint.ca.issuance.hierarchy import load_or_create_dev_hierarchy
-    from certmint.ca.storage import open_storage
-    from certmint.ca.va.authority import ValidationAuthority
-    from certmint.ca.va.model import VAConfig
-    from certmint.runtime import SystemClock, SystemEntropy
+def _default_workers() -> int:
+    # One worker per core (the CA is CPU-bound), capped: SQLite serialises
+    # writes, so more processes than cores only add lock contention.
+    return max(1, min(os.cpu_count() or 1, 8))
 
-    listeners = _Listeners(
-        acme=_host_port(args.listen, "--listen"),
-        management=_host_port(args.management_listen, "--management-listen"),
-    )
-    acme_host, acme_port = listeners.acme
-    mgmt_host, mgmt_port = listeners.management
+
+def _serve(args: argparse.Namespace) -> int:
+    from certmint.ca.serve import ServeError, ServeSettings, prepare, serve
+    from certmint.ca.va.model import VAConfig
+
+    acme_host, acme_port = _host_port(args.listen, "--listen")
+    mgmt_host, mgmt_port = _host_port(args.management_listen, "--management-listen")
     base_url = args.base_url or f"https://{_url_host(acme_host)}:{acme_port}"
     mgmt_url = args.management_base_url or f"http://{_url_host(mgmt_host)}:{mgmt_port}"
 
@@ -174,50 +167,76 @@ def _serve(args: argparse.Namespace) -> int:
         http01_port = http01_port or DEV_HTTP01_PORT
         tlsalpn01_port = tlsalpn01_port or DEV_TLSALPN01_PORT
         allow_private = True
+    workers = args.workers if args.workers is not None else _default_workers()
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
 
-    clock, entropy = SystemClock(), SystemEntropy()
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server_names = sorted({"localhost", "127.0.0.1", "::1", _url_host(acme_host).strip("[]")})
-    hierarchy = load_or_create_dev_hierarchy(data_dir, clock, entropy, server_names)
-    sa = open_storage(_database_url(args, data_dir))
-    va = ValidationAuthority(
-        VAConfig(
+    settings = ServeSettings(
+        data_dir=data_dir,
+        database_url=_database_url(args, data_dir),
+        acme_address=(acme_host, acme_port),
+        management_address=(mgmt_host, mgmt_port),
+        config=CAConfig(
+            base_url=base_url,
+            management_base_url=mgmt_url,
+            terms_of_service=args.terms_of_service,
+            eab_required=args.eab_required,
+            chaos=ChaosConfig(
+                nonce_reject_percent=args.chaos_nonce_reject,
+                validation_delay_seconds=args.chaos_validation_delay,
+                authz_reuse_percent=args.chaos_authz_reuse,
+                seed=args.chaos_seed,
+            ),
+        ),
+        va_config=VAConfig(
             resolvers=resolvers,
             http01_port=http01_port or 80,
             tlsalpn01_port=tlsalpn01_port or 443,
             allow_private_addresses=allow_private,
         ),
-        clock,
-    )
-    config = CAConfig(
-        base_url=base_url,
-        management_base_url=mgmt_url,
-        terms_of_service=args.terms_of_service,
-        eab_required=args.eab_required,
-        chaos=ChaosConfig(
-            nonce_reject_percent=args.chaos_nonce_reject,
-            validation_delay_seconds=args.chaos_validation_delay,
-            authz_reuse_percent=args.chaos_authz_reuse,
-            seed=args.chaos_seed,
+        server_names=tuple(
+            sorted({"localhost", "127.0.0.1", "::1", _url_host(acme_host).strip("[]")})
         ),
+        workers=workers,
+        dev_dns=args.dev,
     )
-    server = build_ca_server(
-        config=config, sa=sa, va=va, hierarchy=hierarchy, clock=clock, entropy=entropy
-    )
+    try:
+        hierarchy, settings = prepare(settings)
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
     root = hierarchy.root_paths[0]
     lines = [
         f"ACME directory {base_url}/directory",
         f"root certificate {root} (also {mgmt_url}/roots/0)",
+        f"{workers} worker process{'es' if workers > 1 else ''}, "
+        f"database {_safe_url(settings.database_url)}",
     ]
-    if server.chaos_seed is not None:
-        lines.append(f"chaos on, seed {server.chaos_seed}")
+    if args.dev:
+        lines.insert(0, f"dev DNS on {DEV_DNS[0]}:{DEV_DNS[1]} (control API http://127.0.0.1:8055)")
+    if settings.config.chaos.enabled:
+        lines.append(f"chaos on, seed {settings.config.chaos.seed}")
     lines.append("try: " + _certbot_hint(base_url, root, http01_port or 80, args.dev))
+
+    def announce() -> None:
+        for line in [*lines, "ready"]:
+            print(f"certmint-ca: {line}", flush=True)
+
     try:
-        _run(server, listeners, hierarchy.tls_cert_path, hierarchy.tls_key_path, lines, args.dev)
-    finally:
-        sa.close()
-    return 0
+        return serve(settings, announce)
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without a password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"
 
 
 def _certbot_hint(base_url: str, root: Path, http01_port: int, dev: bool) -> str:
@@ -237,92 +256,3 @@ def _certbot_hint(base_url: str, root: Path, http01_port: int, dev: bool) -> str
             "--logs-dir /tmp/certmint-try/logs"
         )
     return " ".join(parts)
-
-
-def _run(
-    server: Any,
-    listeners: _Listeners,
-    tls_cert: Path,
-    tls_key: Path,
-    lines: list[str],
-    dev: bool,
-) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # uvloop is an optional speed-up
-        pass
-    asyncio.run(_serve_forever(server, listeners, tls_cert, tls_key, lines, dev))
-
-
-async def _serve_forever(
-    server: Any,
-    listeners: _Listeners,
-    tls_cert: Path,
-    tls_key: Path,
-    lines: list[str],
-    dev: bool,
-) -> None:
-    import uvicorn
-
-    common: dict[str, Any] = {
-        "log_level": "warning",
-        "access_log": False,
-        "lifespan": "off",
-        "server_header": False,
-        "date_header": False,
-    }
-    acme = uvicorn.Server(
-        uvicorn.Config(
-            server.acme_app,
-            host=listeners.acme[0],
-            port=listeners.acme[1],
-            ssl_certfile=str(tls_cert),
-            ssl_keyfile=str(tls_key),
-            backlog=2048,
-            **common,
-        )
-    )
-    management = uvicorn.Server(
-        uvicorn.Config(
-            server.management_app,
-            host=listeners.management[0],
-            port=listeners.management[1],
-            **common,
-        )
-    )
-    dev_dns = None
-    if dev:
-        # The playground's DNS is the challenge test server's (testing room).
-        from certmint.testing.challtestsrv import ChallengeTestServer
-
-        dev_dns = ChallengeTestServer(
-            dns_address=DEV_DNS,
-            http01_address=None,
-            tlsalpn01_address=None,
-            management_address=("127.0.0.1", 8055),
-        )
-        await dev_dns.start()
-        lines.insert(0, f"dev DNS on {DEV_DNS[0]}:{DEV_DNS[1]} (control API http://127.0.0.1:8055)")
-    tasks = [asyncio.create_task(acme.serve()), asyncio.create_task(management.serve())]
-    for _ in range(200):  # bounded wait for both listeners (≤ 10 s)
-        if acme.started and management.started:
-            break
-        if any(t.done() for t in tasks):
-            break
-        await asyncio.sleep(0.05)
-    if acme.started and management.started:
-        for line in [*lines, "ready"]:
-            print(f"certmint-ca: {line}", flush=True)
-    else:
-        acme.should_exit = management.should_exit = True
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        await server.ra.drain()
-        await server.va.aclose()
-        if dev_dns is not None:
-            await dev_dns.stop()
-    if not (acme.started and management.started):
-        raise CliError("could not listen on the configured addresses (is a port in use?)")

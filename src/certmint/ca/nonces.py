@@ -4,15 +4,19 @@
 client that fetches nonces and never uses them cannot grow memory without
 limit (the oldest are forgotten first; a forgotten nonce earns ``badNonce``,
 which every client must handle anyway). Several worker processes need a shared
-service (Redis, in a later issue) or sticky routing.
+service: ``SharedNonceService`` for the worker processes of one server (a
+shared-memory table), and Redis when servers span machines (later issue).
 """
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
+import struct
 from collections import OrderedDict
 from typing import Protocol
 
-from certmint.protocol.b64 import b64url_encode
+from certmint.protocol.b64 import b64url_decode, b64url_encode
 from certmint.runtime import Entropy
 
 NONCE_BYTES = 16
@@ -64,3 +68,54 @@ class ChaoticNonceService:
         if good and self._chaos.randbelow(10_000) < self._threshold:
             return False
         return good
+
+
+class SharedNonceService:
+    """Nonces good in every worker process of one server (``serve --workers``).
+
+    A fixed table of slots lives in an anonymous shared mapping created
+    before the workers are forked. A nonce is a 64-bit counter and a 64-bit
+    random tag; issuing writes (counter, tag) into slot ``counter % slots``,
+    redeeming compares and clears it under one cross-process lock. The table
+    is its own bound: a nonce whose slot was reused by a later one is
+    forgotten (``badNonce``, which RFC 8555 §6.5 clients retry).
+    """
+
+    _SLOT = struct.Struct("<QQ")
+    _COUNTER = struct.Struct("<Q")
+
+    def __init__(self, entropy: Entropy, slots: int = 1 << 18) -> None:
+        self._entropy = entropy
+        self._slots = slots
+        self._mem = mmap.mmap(-1, self._COUNTER.size + slots * self._SLOT.size)
+        self._lock = multiprocessing.Lock()
+
+    def _offset(self, counter: int) -> int:
+        return self._COUNTER.size + (counter % self._slots) * self._SLOT.size
+
+    def issue(self) -> str:
+        tag = self._entropy.token_bytes(8)
+        tag_value = int.from_bytes(tag, "big")
+        with self._lock:
+            counter = self._COUNTER.unpack_from(self._mem, 0)[0] + 1
+            self._COUNTER.pack_into(self._mem, 0, counter)
+            self._SLOT.pack_into(self._mem, self._offset(counter), counter, tag_value)
+        return b64url_encode(counter.to_bytes(8, "big") + tag)
+
+    def redeem(self, nonce: str) -> bool:
+        try:
+            raw = b64url_decode(nonce)
+        except ValueError:
+            return False
+        if len(raw) != 16:
+            return False
+        counter = int.from_bytes(raw[:8], "big")
+        tag_value = int.from_bytes(raw[8:], "big")
+        if counter == 0:
+            return False
+        offset = self._offset(counter)
+        with self._lock:
+            if self._SLOT.unpack_from(self._mem, offset) != (counter, tag_value):
+                return False
+            self._SLOT.pack_into(self._mem, offset, 0, 0)
+        return True
