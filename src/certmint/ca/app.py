@@ -17,6 +17,7 @@ from certmint.ca.mgmt import CrlPublisher, build_management_app
 from certmint.ca.nonces import ChaoticNonceService, MemoryNonceService, NonceService
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import RegistrationAuthority
+from certmint.ca.shared import RevocationCounter
 from certmint.ca.storage.sa import StorageAuthority
 from certmint.ca.urls import AcmeUrls
 from certmint.ca.va.authority import ValidationAuthority
@@ -50,6 +51,7 @@ def build_ca_server(
     clock: Clock,
     entropy: Entropy,
     nonces: NonceService | None = None,
+    revocations: RevocationCounter | None = None,
 ) -> CAServer:
     mgmt = config.management_base_url.rstrip("/")
     ca = CertificateAuthority(
@@ -59,7 +61,7 @@ def build_ca_server(
         entropy,
     )
     pa = PolicyAuthority(config.policy, va.supported_challenge_types)
-    crl_publisher = CrlPublisher(ca, sa, clock)
+    crl_publisher = CrlPublisher(ca, sa, clock, revocations=revocations)
 
     chaos_seed: int | None = None
     chaos_entropy: Entropy | None = None

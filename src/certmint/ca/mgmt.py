@@ -38,6 +38,7 @@ from starlette.routing import Route
 from certmint.ca.issuance.authority import CertificateAuthority
 from certmint.ca.issuance.hierarchy import Hierarchy
 from certmint.ca.issuance.profile import SERIAL_BYTES, serial_to_string
+from certmint.ca.shared import RevocationCounter
 from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord, RevokedEntry
 from certmint.runtime import Clock
 
@@ -67,6 +68,7 @@ class CertificateStatusSource(Protocol):
 class _CachedCrl:
     der: bytes
     built_at: float  # clock.monotonic()
+    generation: int = 0  # RevocationCounter value when built
 
 
 class CrlPublisher:
@@ -82,7 +84,11 @@ class CrlPublisher:
         status_source: CertificateStatusSource,
         clock: Clock,
         max_age: float = CRL_MAX_AGE_SECONDS,
+        revocations: RevocationCounter | None = None,
     ) -> None:
+        # With several worker processes a revocation lands in one of them;
+        # the shared counter tells every worker's cache it is stale.
+        self._revocations = revocations or RevocationCounter()
         self._ca = ca
         self._status_source = status_source
         self._clock = clock
@@ -93,6 +99,7 @@ class CrlPublisher:
         self._cache: dict[str, _CachedCrl] = {}
 
     def invalidate_crl(self, issuer_id: str) -> None:
+        self._revocations.increment()
         with self._lock:
             self._cache.pop(issuer_id, None)
 
@@ -101,12 +108,19 @@ class CrlPublisher:
         if issuer_id not in self._ca.issuer_ids:
             raise KeyError(issuer_id)
         with self._lock:
+            generation = self._revocations.value()
             cached = self._cache.get(issuer_id)
-            if cached is not None and self._clock.monotonic() - cached.built_at < self._max_age:
+            if (
+                cached is not None
+                and cached.generation == generation
+                and self._clock.monotonic() - cached.built_at < self._max_age
+            ):
                 return cached.der
             revoked = self._status_source.list_revoked(issuer_id, self._clock.now())
             der = self._ca.build_crl(issuer_id, revoked)
-            self._cache[issuer_id] = _CachedCrl(der=der, built_at=self._clock.monotonic())
+            self._cache[issuer_id] = _CachedCrl(
+                der=der, built_at=self._clock.monotonic(), generation=generation
+            )
             return der
 
 

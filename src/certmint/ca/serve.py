@@ -26,6 +26,7 @@ from certmint.ca.app import CAServer, build_ca_server
 from certmint.ca.config import CAConfig
 from certmint.ca.issuance.hierarchy import Hierarchy, load_or_create_dev_hierarchy
 from certmint.ca.nonces import MemoryNonceService, NonceService, SharedNonceService
+from certmint.ca.shared import RevocationCounter
 from certmint.ca.storage import open_storage
 from certmint.ca.va.authority import ValidationAuthority
 from certmint.ca.va.model import VAConfig
@@ -88,17 +89,28 @@ def serve(settings: ServeSettings, announce: Callable[[], None]) -> int:
     the exit code when they stop."""
     sockets = (_listen(settings.acme_address), _listen(settings.management_address))
     entropy = SystemEntropy()
+    revocations = RevocationCounter()
     if settings.workers <= 1:
         _install_uvloop()
-        asyncio.run(_worker_main(0, settings, sockets, MemoryNonceService(entropy), announce))
+        shared = _Shared(MemoryNonceService(entropy), revocations)
+        asyncio.run(_worker_main(0, settings, sockets, shared, announce))
         return 0
-    return _supervise(settings, sockets, SharedNonceService(entropy), announce)
+    shared = _Shared(SharedNonceService(entropy), revocations)
+    return _supervise(settings, sockets, shared, announce)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every worker of this server shares (made before the fork)."""
+
+    nonces: NonceService
+    revocations: RevocationCounter
 
 
 def _supervise(
     settings: ServeSettings,
     sockets: tuple[socket.socket, socket.socket],
-    nonces: NonceService,
+    shared: _Shared,
     announce: Callable[[], None],
 ) -> int:
     ready_read, ready_write = os.pipe()
@@ -112,7 +124,7 @@ def _supervise(
                 _install_uvloop()
                 asyncio.run(
                     _worker_main(
-                        index, settings, sockets, nonces, lambda: os.write(ready_write, b".")
+                        index, settings, sockets, shared, lambda: os.write(ready_write, b".")
                     )
                 )
             except KeyboardInterrupt:
@@ -191,7 +203,7 @@ async def _worker_main(
     index: int,
     settings: ServeSettings,
     sockets: tuple[socket.socket, socket.socket],
-    nonces: NonceService,
+    shared: _Shared,
     on_ready: Callable[[], Any],
 ) -> None:
     import uvicorn
@@ -213,7 +225,8 @@ async def _worker_main(
         hierarchy=hierarchy,
         clock=clock,
         entropy=entropy,
-        nonces=nonces,
+        nonces=shared.nonces,
+        revocations=shared.revocations,
     )
     common: dict[str, Any] = {
         "log_level": "warning",
