@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,16 +111,26 @@ def test_sqlite_writes_begin_immediate_and_point_reads_run_bare(tmp_path: Path) 
     sa = open_storage(f"sqlite:///{tmp_path / 'ca.db'}")
     seen: list[str] = []
 
-    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        seen.append(statement.split()[0].upper() + (" IMMEDIATE" * ("IMMEDIATE" in statement)))
+    def record(statement: str) -> None:
+        if not statement.startswith("PRAGMA"):
+            seen.append(statement.split()[0].upper() + (" IMMEDIATE" * ("IMMEDIATE" in statement)))
 
-    event.listen(sa.engine, "before_cursor_execute", record)
+    # The SA runs statements on raw sqlite3 connections taken from the engine's
+    # pool, so trace at the driver: every statement the database is sent.
+    def trace(dbapi_connection: sqlite3.Connection, *_rest: object) -> None:
+        dbapi_connection.set_trace_callback(record)
+
+    event.listen(sa.engine, "checkout", trace)
     try:
         account = new_account(sa)
-        assert seen == ["BEGIN IMMEDIATE", "INSERT"]
+        assert seen == ["BEGIN IMMEDIATE", "INSERT", "COMMIT"]
         seen.clear()
         assert sa.get_account(account.id) == account
         assert seen == ["SELECT"]
+        seen.clear()
+        with pytest.raises(StaleState):
+            sa.deactivate_authz("nope")
+        assert seen == ["BEGIN IMMEDIATE", "UPDATE", "ROLLBACK"]
     finally:
         sa.close()
 

@@ -2,7 +2,7 @@
 
 Kept apart from the SA's transactions so ``sa.py`` reads as business steps.
 Tuples travel as compact JSON text; datetimes are converted by the
-``MicroTimestamp`` column type.
+``MicroTimestamp`` column type (its processors, applied by ``fastpath``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row
-
 from certmint.ca.storage.records import (
     AccountRecord,
     AuthzRecord,
@@ -22,6 +20,11 @@ from certmint.ca.storage.records import (
     EabKeyRecord,
     OrderRecord,
 )
+
+# A result row read by column name: a ``fastpath`` named tuple (the SA's own
+# queries) or a SQLAlchemy ``Row``. Values are already converted by the
+# column types (datetimes aware; SQLite booleans may still be 0/1, hence bool()).
+RowLike = Any
 
 
 def dump_json(value: Any) -> str:
@@ -51,7 +54,7 @@ def account_values(account: AccountRecord, eab_kid: str | None) -> dict[str, Any
     }
 
 
-def account_from_row(row: Row[Any]) -> AccountRecord:
+def account_from_row(row: RowLike) -> AccountRecord:
     return AccountRecord(
         id=row.id,
         key_thumbprint=row.key_thumbprint,
@@ -64,7 +67,7 @@ def account_from_row(row: Row[Any]) -> AccountRecord:
     )
 
 
-def eab_key_from_row(row: Row[Any]) -> EabKeyRecord:
+def eab_key_from_row(row: RowLike) -> EabKeyRecord:
     return EabKeyRecord(
         kid=row.kid,
         hmac_key=bytes(row.hmac_key),
@@ -103,7 +106,7 @@ def challenge_values(authz: AuthzRecord) -> list[dict[str, Any]]:
     ]
 
 
-def challenge_from_row(row: Row[Any], authz_id: str) -> ChallengeRecord:
+def challenge_from_row(row: RowLike, authz_id: str) -> ChallengeRecord:
     """From a joined authorization+challenge row (challenge columns prefixed ``c_``)."""
     return ChallengeRecord(
         id=row.c_id,
@@ -117,7 +120,7 @@ def challenge_from_row(row: Row[Any], authz_id: str) -> ChallengeRecord:
     )
 
 
-def challenge_from_plain_row(row: Row[Any]) -> ChallengeRecord:
+def challenge_from_plain_row(row: RowLike) -> ChallengeRecord:
     """From a row of the challenges table itself."""
     return ChallengeRecord(
         id=row.id,
@@ -131,7 +134,7 @@ def challenge_from_plain_row(row: Row[Any]) -> ChallengeRecord:
     )
 
 
-def authz_from_row(row: Row[Any], challenges: tuple[ChallengeRecord, ...]) -> AuthzRecord:
+def authz_from_row(row: RowLike, challenges: tuple[ChallengeRecord, ...]) -> AuthzRecord:
     return AuthzRecord(
         id=row.id,
         account_id=row.account_id,
@@ -145,9 +148,9 @@ def authz_from_row(row: Row[Any], challenges: tuple[ChallengeRecord, ...]) -> Au
     )
 
 
-def authzs_from_joined_rows(rows: Sequence[Row[Any]]) -> dict[str, AuthzRecord]:
+def authzs_from_joined_rows(rows: Sequence[RowLike]) -> dict[str, AuthzRecord]:
     """Fold authorization LEFT JOIN challenge rows (ordered by authz, position)."""
-    grouped: dict[str, tuple[Row[Any], list[ChallengeRecord]]] = {}
+    grouped: dict[str, tuple[RowLike, list[ChallengeRecord]]] = {}
     for row in rows:
         entry = grouped.get(row.id)
         if entry is None:
@@ -180,7 +183,7 @@ def order_values(order: OrderRecord) -> dict[str, Any]:
     }
 
 
-def order_from_row(row: Row[Any]) -> OrderRecord:
+def order_from_row(row: RowLike) -> OrderRecord:
     return OrderRecord(
         id=row.id,
         account_id=row.account_id,
@@ -217,7 +220,7 @@ def certificate_values(cert: CertificateRecord) -> dict[str, Any]:
     }
 
 
-def certificate_from_row(row: Row[Any]) -> CertificateRecord:
+def certificate_from_row(row: RowLike) -> CertificateRecord:
     return CertificateRecord(
         serial=row.serial,
         account_id=row.account_id,

@@ -5,22 +5,25 @@ State changes are conditional UPDATEs naming the expected current state; the
 row count tells the caller whether it won. Nothing here reads the clock:
 callers pass ``now``. Values in and out are the frozen records of
 ``records.py``.
+
+Statements are SQLAlchemy Core (``statements.py``), compiled once per dialect
+and run on raw DBAPI connections by ``fastpath.py``: ``self._db.one/all`` for
+single-statement reads (autocommit), ``with self._db.write() as tx`` for a
+write transaction (``BEGIN IMMEDIATE`` on SQLite).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Engine, Row
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from certmint.ca.storage import rows
 from certmint.ca.storage import statements as q
-from certmint.ca.storage.engine import SQLITE_BEGIN_OPTION
 from certmint.ca.storage.errors import (
     DuplicateSerial,
     EabKeyUnavailable,
@@ -28,6 +31,7 @@ from certmint.ca.storage.errors import (
     StaleState,
     StorageError,
 )
+from certmint.ca.storage.fastpath import NamedRow, RawDatabase
 from certmint.ca.storage.records import (
     INVALID,
     PENDING,
@@ -42,46 +46,32 @@ from certmint.ca.storage.records import (
 )
 
 
-def _rowcount(result: Any) -> int:
-    assert isinstance(result, CursorResult)
-    return result.rowcount
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class StorageAuthority:
-    """The SA over one SQLAlchemy engine, thread-safe (one pooled connection per call).
+    """The SA over one SQLAlchemy engine; thread-safe (one connection per call at a time).
 
     Build the engine with ``engine.create_storage_engine`` (or just call
-    ``open_storage``): on SQLite its hooks supply WAL and BEGIN IMMEDIATE,
-    which the write methods' race-freedom relies on.
+    ``open_storage``): on SQLite its hooks supply WAL and the busy timeout.
+    Create it in the process that uses it (after any fork): connections are
+    opened lazily and refused in another process.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        # SQLite reads take no write lock: single statements run bare (each is
-        # atomic on its own), multi-statement reads share one DEFERRED snapshot.
-        # PostgreSQL ignores the option.
-        self._read_engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "NONE"})
-        self._snapshot_engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        self._db = RawDatabase(engine)
         self._inserts = q.dialect_inserts(engine)
 
     @property
     def engine(self) -> Engine:
+        """The SQLAlchemy engine (migrations, admin queries, tests)."""
         return self._engine
 
     def close(self) -> None:
+        self._db.close()
         self._engine.dispose()
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        # Commits on normal exit, rolls back if the body raises (StaleState etc.).
-        with self._engine.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
-        """A read-only connection; ``snapshot`` when it runs more than one statement."""
-        with (self._snapshot_engine if snapshot else self._read_engine).connect() as conn:
-            yield conn
 
     # --- accounts / EAB ------------------------------------------------------
 
@@ -96,43 +86,39 @@ class StorageAuthority:
         ``eab_kid`` the key is bound in the same transaction (§7.3.4).
         """
         kid = eab_kid if eab_kid is not None else account.eab_kid
-        with self._write() as conn:
+        with self._db.write() as tx:
             values = rows.account_values(account, kid)
-            if conn.execute(self._inserts.account_if_new, values).first() is None:
-                row = conn.execute(
-                    q.SELECT_ACCOUNT_BY_THUMBPRINT, {"b_thumbprint": account.key_thumbprint}
-                ).first()
+            if tx.one(self._inserts.account_if_new, values) is None:
+                holder = {"b_thumbprint": account.key_thumbprint}
+                row = tx.one(q.SELECT_ACCOUNT_BY_THUMBPRINT, holder)
                 if row is None:  # the conflicting row vanished; accounts are never deleted
                     raise StorageError("account insert conflicted but no holder found")
                 return rows.account_from_row(row), False
             if kid is not None:
-                bound = conn.execute(q.BIND_EAB_KEY, {"b_kid": kid, "b_account_id": account.id})
-                if _rowcount(bound) != 1:
+                if tx.count(q.BIND_EAB_KEY, {"b_kid": kid, "b_account_id": account.id}) != 1:
                     raise EabKeyUnavailable(f"EAB key {kid!r} is unknown or already bound")
         return replace(account, eab_kid=kid), True
 
     def get_account(self, account_id: str) -> AccountRecord | None:
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_ACCOUNT, {"b_id": account_id}).first()
+        row = self._db.one(q.SELECT_ACCOUNT, {"b_id": account_id})
         return None if row is None else rows.account_from_row(row)
 
     def get_account_by_thumbprint(self, thumbprint: str) -> AccountRecord | None:
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_ACCOUNT_BY_THUMBPRINT, {"b_thumbprint": thumbprint}).first()
+        row = self._db.one(q.SELECT_ACCOUNT_BY_THUMBPRINT, {"b_thumbprint": thumbprint})
         return None if row is None else rows.account_from_row(row)
 
     def update_account_contact(self, account_id: str, contact: tuple[str, ...]) -> AccountRecord:
         params = {"b_id": account_id, "b_contact_json": rows.dump_json(list(contact))}
-        with self._write() as conn:
-            row = conn.execute(q.UPDATE_ACCOUNT_CONTACT, params).first()
+        with self._db.write() as tx:
+            row = tx.one(q.UPDATE_ACCOUNT_CONTACT, params)
         if row is None:
             raise StaleState(f"account {account_id} missing or not valid")
         return rows.account_from_row(row)
 
     def deactivate_account(self, account_id: str) -> AccountRecord:
         """RFC 8555 §7.3.6: valid → deactivated, once."""
-        with self._write() as conn:
-            row = conn.execute(q.DEACTIVATE_ACCOUNT, {"b_id": account_id}).first()
+        with self._db.write() as tx:
+            row = tx.one(q.DEACTIVATE_ACCOUNT, {"b_id": account_id})
         if row is None:
             raise StaleState(f"account {account_id} missing or not valid")
         return rows.account_from_row(row)
@@ -148,8 +134,8 @@ class StorageAuthority:
             "b_jwk_json": new_jwk_json,
         }
         try:
-            with self._write() as conn:
-                row = conn.execute(q.CHANGE_ACCOUNT_KEY, params).first()
+            with self._db.write() as tx:
+                row = tx.one(q.CHANGE_ACCOUNT_KEY, params)
         except IntegrityError:
             # The unique thumbprint index refused: someone else holds the new key.
             # The failed transaction is gone; look the holder up in a fresh one.
@@ -168,18 +154,16 @@ class StorageAuthority:
             "created_at": record.created_at,
             "account_id": record.account_id,
         }
-        with self._write() as conn:
-            if conn.execute(self._inserts.eab_key_if_new, values).first() is None:
+        with self._db.write() as tx:
+            if tx.one(self._inserts.eab_key_if_new, values) is None:
                 raise StorageError(f"EAB key {record.kid!r} already exists")
 
     def get_eab_key(self, kid: str) -> EabKeyRecord | None:
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_EAB_KEY, {"b_kid": kid}).first()
+        row = self._db.one(q.SELECT_EAB_KEY, {"b_kid": kid})
         return None if row is None else rows.eab_key_from_row(row)
 
     def list_eab_keys(self) -> list[EabKeyRecord]:
-        with self._read() as conn:
-            return [rows.eab_key_from_row(row) for row in conn.execute(q.LIST_EAB_KEYS)]
+        return [rows.eab_key_from_row(row) for row in self._db.all(q.LIST_EAB_KEYS, {})]
 
     # --- orders --------------------------------------------------------------
 
@@ -190,18 +174,18 @@ class StorageAuthority:
         lets a server reuse valid or pending ones). Returns the order with its
         pagination ``seq``.
         """
-        with self._write() as conn:
+        with self._db.write() as tx:
             if new_authzs:
-                conn.execute(q.INSERT_AUTHORIZATIONS, [rows.authz_values(a) for a in new_authzs])
+                tx.many(q.INSERT_AUTHORIZATIONS, [rows.authz_values(a) for a in new_authzs])
                 chall_values = [c for a in new_authzs for c in rows.challenge_values(a)]
                 if chall_values:
-                    conn.execute(q.INSERT_CHALLENGES, chall_values)
-            seq = conn.execute(q.INSERT_ORDER, rows.order_values(order)).scalar_one()
-        return replace(order, seq=int(seq))
+                    tx.many(q.INSERT_CHALLENGES, chall_values)
+            inserted = tx.one(q.INSERT_ORDER, rows.order_values(order))
+        assert inserted is not None  # INSERT … RETURNING always returns its row
+        return replace(order, seq=int(inserted.seq))
 
     def get_order(self, order_id: str) -> OrderRecord | None:
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_ORDER, {"b_id": order_id}).first()
+        row = self._db.one(q.SELECT_ORDER, {"b_id": order_id})
         return None if row is None else rows.order_from_row(row)
 
     def find_reusable_order(
@@ -218,8 +202,7 @@ class StorageAuthority:
             "b_profile": profile,
             "b_now": now,
         }
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_REUSABLE_ORDER, params).first()
+        row = self._db.one(q.SELECT_REUSABLE_ORDER, params)
         if row is None:
             return None
         found = rows.order_from_row(row)
@@ -237,21 +220,25 @@ class StorageAuthority:
             "b_after": after_seq if after_seq is not None else 0,
             "b_limit": limit,
         }
-        with self._read() as conn:
-            return [rows.order_from_row(row) for row in conn.execute(q.LIST_ORDERS, params)]
+        return [rows.order_from_row(row) for row in self._db.all(q.LIST_ORDERS, params)]
 
     # --- authorizations / challenges ------------------------------------------
 
     def get_authz(self, authz_id: str) -> AuthzRecord | None:
-        found = self.get_authzs((authz_id,))
-        return found[0] if found else None
+        joined = self._db.all(q.SELECT_AUTHZ_JOINED, {"b_id0": authz_id})
+        return rows.authzs_from_joined_rows(joined).get(authz_id)
 
     def get_authzs(self, authz_ids: Sequence[str]) -> list[AuthzRecord]:
         """One joined query; results in the given order, missing ids omitted."""
         if not authz_ids:
             return []
-        with self._read() as conn:
-            joined = conn.execute(q.SELECT_AUTHZS_JOINED, {"b_ids": list(set(authz_ids))}).all()
+        unique = list(dict.fromkeys(authz_ids))
+        joined: list[NamedRow] = []
+        # One statement per list length (statements.py); orders hold far fewer
+        # names than MAX_IN_LIST, so this is one query in practice.
+        for chunk in _chunks(unique, q.MAX_IN_LIST):
+            params = {f"b_id{i}": authz_id for i, authz_id in enumerate(chunk)}
+            joined += self._db.all(q.select_authzs_joined(len(chunk)), params)
         by_id = rows.authzs_from_joined_rows(joined)
         return [by_id[authz_id] for authz_id in authz_ids if authz_id in by_id]
 
@@ -266,31 +253,29 @@ class StorageAuthority:
         expiring after ``min_expires`` (RFC 8555 §7.4 authorization reuse)."""
         if not identifiers or not statuses:
             return {}
-        params = {
-            "b_account_id": account_id,
-            "b_identifiers": [tuple(i) for i in set(identifiers)],
-            "b_statuses": list(statuses),
-            "b_min_expires": min_expires,
-        }
-        newest: dict[tuple[str, str, bool], Row[Any]] = {}
-        with self._read(snapshot=True) as conn:
-            for row in conn.execute(q.SELECT_REUSABLE_AUTHZS, params):
-                key = (row.identifier_type, row.identifier_value, bool(row.wildcard))
-                newest.setdefault(key, row)  # rows come newest first
-            if not newest:
-                return {}
-            challs = conn.execute(
-                q.SELECT_CHALLENGES_OF, {"b_ids": [row.id for row in newest.values()]}
-            ).all()
-        by_authz: dict[str, list[Any]] = {}
-        for chall in challs:
-            by_authz.setdefault(chall.authz_id, []).append(chall)
-        return {
-            key: rows.authz_from_row(
-                row, tuple(rows.challenge_from_plain_row(c) for c in by_authz.get(row.id, ()))
-            )
-            for key, row in newest.items()
-        }
+        wanted = list(dict.fromkeys((t, v, bool(w)) for t, v, w in identifiers))
+        status_params = {f"b_status{j}": status for j, status in enumerate(dict.fromkeys(statuses))}
+        statement_for = q.select_reusable_authzs_joined
+        # One joined statement (authorizations with their challenges) per chunk
+        # of identifiers: each is a single autocommit read, and the chunks ask
+        # about disjoint identifiers, so no snapshot has to span them.
+        newest: dict[tuple[str, str, bool], AuthzRecord] = {}
+        for chunk in _chunks(wanted, q.MAX_IN_LIST):
+            params: dict[str, Any] = {
+                "b_account_id": account_id,
+                "b_min_expires": min_expires,
+                **status_params,
+            }
+            for i, (kind, value, wildcard) in enumerate(chunk):
+                params[f"b_type{i}"] = kind
+                params[f"b_value{i}"] = value
+                params[f"b_wildcard{i}"] = wildcard
+            joined = self._db.all(statement_for(len(chunk), len(status_params)), params)
+            # Rows come newest authorization first; keep the first per identifier.
+            for authz in rows.authzs_from_joined_rows(joined).values():
+                key = (authz.identifier_type, authz.identifier_value, authz.wildcard)
+                newest.setdefault(key, authz)
+        return newest
 
     def start_challenge(self, authz_id: str, challenge_id: str) -> tuple[AuthzRecord, bool]:
         """Challenge pending → processing, only if nothing has started on this authz.
@@ -300,10 +285,10 @@ class StorageAuthority:
         must not start a second attempt. Returns (authz after, True) for the
         one call that started it and (current authz, False) for everyone else.
         """
-        with self._write() as conn:
+        with self._db.write() as tx:
             # Lock the authorization row (PostgreSQL) so racers on *different*
             # challenges of one authz serialise; then read its current state.
-            joined = conn.execute(q.SELECT_AUTHZ_JOINED_FOR_UPDATE, {"b_id": authz_id}).all()
+            joined = tx.all(q.SELECT_AUTHZ_JOINED_FOR_UPDATE, {"b_id": authz_id})
             current = rows.authzs_from_joined_rows(joined).get(authz_id)
             if current is None:
                 raise StaleState(f"authorization {authz_id} not found")
@@ -315,7 +300,7 @@ class StorageAuthority:
             if any(c.status in (PROCESSING, VALID) for c in current.challenges):
                 return current, False
             params = {"b_authz_id": authz_id, "b_challenge_id": challenge_id}
-            if _rowcount(conn.execute(q.START_CHALLENGE, params)) != 1:
+            if tx.count(q.START_CHALLENGE, params) != 1:
                 return current, False
         started = tuple(
             replace(c, status=PROCESSING) if c.id == challenge_id else c for c in current.challenges
@@ -340,7 +325,7 @@ class StorageAuthority:
         challenge result is still recorded and the authorization is left alone.
         """
         status = VALID if valid else INVALID
-        with self._write() as conn:
+        with self._db.write() as tx:
             chall_params = {
                 "b_authz_id": authz_id,
                 "b_challenge_id": challenge_id,
@@ -349,19 +334,19 @@ class StorageAuthority:
                 "b_error_json": error_json,
                 "b_validation_json": validation_json,
             }
-            if _rowcount(conn.execute(q.FINISH_CHALLENGE, chall_params)) != 1:
+            if tx.count(q.FINISH_CHALLENGE, chall_params) != 1:
                 raise StaleState(f"challenge {challenge_id} of {authz_id} is not processing")
             authz_params = {"b_authz_id": authz_id, "b_status": status, "b_expires": authz_expires}
-            conn.execute(q.FINISH_AUTHZ, authz_params)
-            joined = conn.execute(q.SELECT_AUTHZS_JOINED, {"b_ids": [authz_id]}).all()
+            tx.count(q.FINISH_AUTHZ, authz_params)
+            joined = tx.all(q.SELECT_AUTHZ_JOINED, {"b_id0": authz_id})
         return rows.authzs_from_joined_rows(joined)[authz_id]
 
     def deactivate_authz(self, authz_id: str) -> AuthzRecord:
         """RFC 8555 §7.5.2: pending|valid → deactivated."""
-        with self._write() as conn:
-            if _rowcount(conn.execute(q.DEACTIVATE_AUTHZ, {"b_authz_id": authz_id})) != 1:
+        with self._db.write() as tx:
+            if tx.count(q.DEACTIVATE_AUTHZ, {"b_authz_id": authz_id}) != 1:
                 raise StaleState(f"authorization {authz_id} missing or not pending/valid")
-            joined = conn.execute(q.SELECT_AUTHZS_JOINED, {"b_ids": [authz_id]}).all()
+            joined = tx.all(q.SELECT_AUTHZ_JOINED, {"b_id0": authz_id})
         return rows.authzs_from_joined_rows(joined)[authz_id]
 
     # --- finalize / certificates -----------------------------------------------
@@ -369,52 +354,46 @@ class StorageAuthority:
     def begin_finalize(self, order_id: str) -> bool:
         """none → processing; True only for the one caller that won (RFC 8555 §7.4:
         finalizing twice must not issue twice)."""
-        with self._write() as conn:
-            return _rowcount(conn.execute(q.BEGIN_FINALIZE, {"b_id": order_id})) == 1
+        with self._db.write() as tx:
+            return tx.count(q.BEGIN_FINALIZE, {"b_id": order_id}) == 1
 
     def complete_finalize(self, order_id: str, cert: CertificateRecord) -> OrderRecord:
         """Insert the certificate and mark the order valid, atomically."""
-        with self._write() as conn:
-            row = conn.execute(
-                q.COMPLETE_FINALIZE, {"b_id": order_id, "b_serial": cert.serial}
-            ).first()
+        with self._db.write() as tx:
+            row = tx.one(q.COMPLETE_FINALIZE, {"b_id": order_id, "b_serial": cert.serial})
             if row is None:
                 raise StaleState(f"order {order_id} missing or not processing")
             values = rows.certificate_values(cert)
-            if conn.execute(self._inserts.certificate_if_new, values).first() is None:
+            if tx.one(self._inserts.certificate_if_new, values) is None:
                 # Raising inside the transaction rolls back the order update too.
                 raise DuplicateSerial(f"serial {cert.serial} already issued")
         return rows.order_from_row(row)
 
     def fail_finalize(self, order_id: str, error_json: str) -> OrderRecord:
-        with self._write() as conn:
-            row = conn.execute(
-                q.FAIL_FINALIZE, {"b_id": order_id, "b_error_json": error_json}
-            ).first()
+        with self._db.write() as tx:
+            row = tx.one(q.FAIL_FINALIZE, {"b_id": order_id, "b_error_json": error_json})
         if row is None:
             raise StaleState(f"order {order_id} missing or not processing")
         return rows.order_from_row(row)
 
     def get_certificate(self, serial: str) -> CertificateRecord | None:
-        with self._read() as conn:
-            row = conn.execute(q.SELECT_CERTIFICATE, {"b_serial": serial}).first()
+        row = self._db.one(q.SELECT_CERTIFICATE, {"b_serial": serial})
         return None if row is None else rows.certificate_from_row(row)
 
     def revoke_certificate(self, serial: str, reason: int, revoked_at: datetime) -> bool:
         """good → revoked (RFC 8555 §7.6). False if it was already revoked."""
         params = {"b_serial": serial, "b_reason": reason, "b_revoked_at": revoked_at}
-        with self._write() as conn:
-            if _rowcount(conn.execute(q.REVOKE_CERTIFICATE, params)) == 1:
+        with self._db.write() as tx:
+            if tx.count(q.REVOKE_CERTIFICATE, params) == 1:
                 return True
-            if conn.execute(q.SELECT_SERIAL_EXISTS, {"b_serial": serial}).first() is None:
+            if tx.one(q.SELECT_SERIAL_EXISTS, {"b_serial": serial}) is None:
                 raise StaleState(f"no certificate with serial {serial}")
             return False
 
     def list_revoked(self, issuer_id: str, now: datetime) -> list[RevokedEntry]:
         """Revoked, unexpired certificates of one issuer: the CRL's entries."""
-        with self._read() as conn:
-            result = conn.execute(q.LIST_REVOKED, {"b_issuer_id": issuer_id, "b_now": now})
-            return [
-                RevokedEntry(serial=r.serial, revoked_at=r.revoked_at, reason=r.revocation_reason)
-                for r in result
-            ]
+        found = self._db.all(q.LIST_REVOKED, {"b_issuer_id": issuer_id, "b_now": now})
+        return [
+            RevokedEntry(serial=r.serial, revoked_at=r.revoked_at, reason=r.revocation_reason)
+            for r in found
+        ]

@@ -1,9 +1,14 @@
 """Prebuilt Core statements for the SA's hot path.
 
-Built once at import (or once per engine for dialect-specific inserts) and
-executed with parameter dicts, so each call skips statement construction and
-hits SQLAlchemy's compiled cache. Bind names carry a ``b_`` prefix: SQLAlchemy
-reserves a column's own name for the SET/VALUES clause.
+Built once at import (or once per engine for dialect-specific inserts, once
+per list length for the ``IN`` lookups) and compiled once per dialect by
+``fastpath.py``, which runs them on raw DBAPI connections. That is why no
+statement here uses an *expanding* ``IN`` (SQLAlchemy renders those anew at
+each execution): variable-length lists get one statement per length with
+numbered binds, fixed lists are bound literals. Bind names carry a ``b_``
+prefix: SQLAlchemy reserves a column's own name for the SET/VALUES clause.
+INSERTs name their columns' binds explicitly (``_insert_binds``) so the
+compiled text does not depend on which keys a call happens to pass.
 
 Every state change is a conditional UPDATE whose WHERE clause states the
 expected current state; the caller checks the row count (or RETURNING row).
@@ -13,9 +18,24 @@ That is the concurrency guard: whoever commits second finds no matching row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, Insert, bindparam, func, select, tuple_, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Engine,
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from certmint.ca.storage.records import (
@@ -41,6 +61,21 @@ from certmint.ca.storage.schema import (
     eab_keys,
     orders,
 )
+
+# Longest list get_authzs / find_reusable_authzs compile a statement for; a
+# longer list is looked up in chunks of this size. Above any order's names.
+MAX_IN_LIST = 128
+
+
+def _one_of(column: ColumnElement[Any], values: tuple[str, ...]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with bound literals, not an expanding parameter."""
+    return column.in_([literal(value, column.type) for value in values])
+
+
+def _insert_binds(table: Table, *, skip: tuple[str, ...] = ()) -> dict[Column[Any], Any]:
+    """VALUES for every column (but ``skip``), bound by the column's own key."""
+    return {c: bindparam(c.key, type_=c.type) for c in table.c if c.key not in skip}
+
 
 # --- accounts / EAB ----------------------------------------------------------
 
@@ -93,12 +128,21 @@ _AUTHZ_JOINED_COLUMNS = (
     challenges.c.validation_json.label("c_validation_json"),
 )
 _AUTHZ_JOIN = authorizations.outerjoin(challenges, challenges.c.authz_id == authorizations.c.id)
-SELECT_AUTHZS_JOINED = (
-    select(*_AUTHZ_JOINED_COLUMNS)
-    .select_from(_AUTHZ_JOIN)
-    .where(authorizations.c.id.in_(bindparam("b_ids", expanding=True)))
-    .order_by(authorizations.c.id, challenges.c.position)
-)
+
+
+@cache
+def select_authzs_joined(count: int) -> Select[Any]:
+    """Authorizations ``b_id0`` … ``b_id{count-1}`` with their challenges."""
+    ids = [bindparam(f"b_id{i}", type_=authorizations.c.id.type) for i in range(count)]
+    return (
+        select(*_AUTHZ_JOINED_COLUMNS)
+        .select_from(_AUTHZ_JOIN)
+        .where(authorizations.c.id.in_(ids))
+        .order_by(authorizations.c.id, challenges.c.position)
+    )
+
+
+SELECT_AUTHZ_JOINED = select_authzs_joined(1)
 # Same, but locking the authorization row (PostgreSQL; SQLite's BEGIN
 # IMMEDIATE already serialises writers and the clause is not rendered there).
 SELECT_AUTHZ_JOINED_FOR_UPDATE = (
@@ -108,25 +152,36 @@ SELECT_AUTHZ_JOINED_FOR_UPDATE = (
     .order_by(challenges.c.position)
     .with_for_update(of=authorizations)
 )
-SELECT_REUSABLE_AUTHZS = (
-    select(authorizations)
-    .where(
-        authorizations.c.account_id == bindparam("b_account_id"),
-        tuple_(
-            authorizations.c.identifier_type,
-            authorizations.c.identifier_value,
-            authorizations.c.wildcard,
-        ).in_(bindparam("b_identifiers", expanding=True)),
-        authorizations.c.status.in_(bindparam("b_statuses", expanding=True)),
-        authorizations.c.expires > bindparam("b_min_expires", type_=MicroTimestamp),
+
+
+@cache
+def select_reusable_authzs_joined(identifiers: int, statuses: int) -> Select[Any]:
+    """An account's authorizations (with challenges) for identifiers ``b_type{i}``,
+    ``b_value{i}``, ``b_wildcard{i}``, in statuses ``b_status{j}``, expiring after
+    ``b_min_expires``; newest first, one authorization's rows together."""
+    a = authorizations
+    wanted = [
+        and_(
+            a.c.identifier_type == bindparam(f"b_type{i}", type_=a.c.identifier_type.type),
+            a.c.identifier_value == bindparam(f"b_value{i}", type_=a.c.identifier_value.type),
+            a.c.wildcard == bindparam(f"b_wildcard{i}", type_=a.c.wildcard.type),
+        )
+        for i in range(identifiers)
+    ]
+    in_status = [bindparam(f"b_status{j}", type_=a.c.status.type) for j in range(statuses)]
+    return (
+        select(*_AUTHZ_JOINED_COLUMNS)
+        .select_from(_AUTHZ_JOIN)
+        .where(
+            a.c.account_id == bindparam("b_account_id"),
+            or_(*wanted),
+            a.c.status.in_(in_status),
+            a.c.expires > bindparam("b_min_expires", type_=MicroTimestamp),
+        )
+        .order_by(a.c.created_at.desc(), a.c.expires.desc(), a.c.id, challenges.c.position)
     )
-    .order_by(authorizations.c.created_at.desc(), authorizations.c.expires.desc())
-)
-SELECT_CHALLENGES_OF = (
-    select(challenges)
-    .where(challenges.c.authz_id.in_(bindparam("b_ids", expanding=True)))
-    .order_by(challenges.c.authz_id, challenges.c.position)
-)
+
+
 _ACTIVE_CHALLENGE = challenges.alias("active_challenge")
 # RFC 8555 §7.5.1: one validation attempt per authorization. The WHERE clause
 # restates every precondition so the UPDATE alone is a correct guard.
@@ -142,7 +197,7 @@ START_CHALLENGE = (
         ~select(_ACTIVE_CHALLENGE.c.id)
         .where(
             _ACTIVE_CHALLENGE.c.authz_id == bindparam("b_authz_id"),
-            _ACTIVE_CHALLENGE.c.status.in_([PROCESSING, VALID]),
+            _one_of(_ACTIVE_CHALLENGE.c.status, (PROCESSING, VALID)),
         )
         .exists(),
     )
@@ -176,17 +231,18 @@ DEACTIVATE_AUTHZ = (
     update(authorizations)
     .where(
         authorizations.c.id == bindparam("b_authz_id"),
-        authorizations.c.status.in_([PENDING, VALID]),
+        _one_of(authorizations.c.status, (PENDING, VALID)),
     )
     .values(status=DEACTIVATED)
 )
 
-INSERT_AUTHORIZATIONS = authorizations.insert()
-INSERT_CHALLENGES = challenges.insert()
+INSERT_AUTHORIZATIONS = authorizations.insert().values(_insert_binds(authorizations))
+INSERT_CHALLENGES = challenges.insert().values(_insert_binds(challenges))
 
 # --- orders ------------------------------------------------------------------
 
-INSERT_ORDER = orders.insert().returning(orders.c.seq)
+# seq is left out: the database assigns it (SQLite rowid, PostgreSQL BIGSERIAL).
+INSERT_ORDER = orders.insert().values(_insert_binds(orders, skip=("seq",))).returning(orders.c.seq)
 SELECT_ORDER = select(orders).where(orders.c.id == bindparam("b_id"))
 SELECT_REUSABLE_ORDER = (
     select(orders)
@@ -280,12 +336,15 @@ def dialect_inserts(engine: Engine) -> DialectInserts:
         raise ValueError(f"unsupported dialect {name}")
     return DialectInserts(
         account_if_new=make(accounts)
+        .values(_insert_binds(accounts))
         .on_conflict_do_nothing(index_elements=["key_thumbprint"])
         .returning(accounts.c.id),
         eab_key_if_new=make(eab_keys)
+        .values(_insert_binds(eab_keys))
         .on_conflict_do_nothing(index_elements=["kid"])
         .returning(eab_keys.c.kid),
         certificate_if_new=make(certificates)
+        .values(_insert_binds(certificates))
         .on_conflict_do_nothing(index_elements=["serial"])
         .returning(certificates.c.serial),
     )
