@@ -6,9 +6,9 @@ races (threads on real connections) that must end with exactly one winner.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
