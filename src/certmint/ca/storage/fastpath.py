@@ -74,7 +74,6 @@ class Prepared:
         if "__[POSTCOMPILE" in sql or getattr(compiled, "escaped_bind_names", None):
             raise ValueError(f"statement needs per-execution rendering: {sql}")
         self.sql: str = sql
-        self._bind: tuple[tuple[str, Processor], ...] = ()
         constants: dict[str, Any] = {}
         binds: list[tuple[str, Processor]] = []
         for bind, name in compiled.bind_names.items():
@@ -85,7 +84,7 @@ class Prepared:
             else:  # a value the statement carries itself, e.g. ``status = 'pending'``
                 value = bind.effective_value
                 constants[name] = value if process is None else process(value)
-        self._bind = tuple(binds)
+        self._bind: tuple[tuple[str, Processor], ...] = tuple(binds)
         self._constants: Mapping[str, Any] = constants
         # qmark drivers (sqlite3) take a tuple in placeholder order; a name may
         # repeat. pyformat drivers (psycopg) take the dict as it is.
@@ -121,6 +120,8 @@ class Prepared:
     def rows(self, cursor: Cursor) -> list[NamedRow]:
         """Fetch every row (an unfinished SQLite statement would pin its snapshot)."""
         fetched = cursor.fetchall()
+        if self._row_type is None:
+            raise TypeError(f"statement returns no rows: {self.sql}")
         if not self._checked:
             # The named tuple's fields come from the statement's exported
             # columns; confirm once that the driver returns them in that order.
