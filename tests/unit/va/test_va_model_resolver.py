@@ -10,7 +10,7 @@ from certmint.ca.va.model import (
     ValidationRequest,
     ValidationResult,
 )
-from certmint.ca.va.resolver import build_resolver, parse_nameserver
+from certmint.ca.va.resolver import VAResolver, configured_nameservers, parse_nameserver
 
 
 def test_config_defaults_are_production_values() -> None:
@@ -70,9 +70,7 @@ def test_parse_nameserver_rejects(spec: str) -> None:
         parse_nameserver(spec)
 
 
-def test_build_resolver_uses_configured_servers_and_timeouts() -> None:
-    resolver = build_resolver(VAConfig(resolvers=("127.0.0.1:8053", "[::1]:9053"), dns_timeout=1.5))
-    servers = [(ns.address, ns.port) for ns in resolver.nameservers]  # type: ignore[union-attr]
-    assert servers == [("127.0.0.1", 8053), ("::1", 9053)]
-    assert resolver.lifetime == 1.5
-    assert resolver.cache is None
+def test_configured_nameservers_in_order() -> None:
+    config = VAConfig(resolvers=("127.0.0.1:8053", "[::1]:9053", "192.0.2.53"), dns_timeout=1.5)
+    assert configured_nameservers(config) == (("127.0.0.1", 8053), ("::1", 9053), ("192.0.2.53", 53))
+    assert VAResolver(config).nameservers == configured_nameservers(config)

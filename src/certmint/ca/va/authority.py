@@ -17,7 +17,7 @@ import re
 
 from certmint.ca.va.addresses import normalize_hostname, parse_ip
 from certmint.ca.va.dns01 import Dns01Validator
-from certmint.ca.va.http01 import Http01Validator, build_http_client
+from certmint.ca.va.http01 import Http01Validator
 from certmint.ca.va.model import VAConfig, ValidationRequest, ValidationResult
 from certmint.ca.va.resolver import VAResolver
 from certmint.ca.va.tlsalpn01 import TlsAlpn01Validator
@@ -49,8 +49,7 @@ class ValidationAuthority:
         self._config = config
         self._clock = clock
         self._resolver = VAResolver(config)
-        self._client = build_http_client(config)
-        self._http01 = Http01Validator(config, self._resolver, self._client)
+        self._http01 = Http01Validator(config, self._resolver)
         self._dns01 = Dns01Validator(config, self._resolver)
         self._tlsalpn01 = TlsAlpn01Validator(config, self._resolver)
 
@@ -63,7 +62,8 @@ class ValidationAuthority:
         return (HTTP_01, DNS_01, TLS_ALPN_01)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing is pooled: every lookup and fetch opens and closes its own
+        sockets. Kept so callers need not know that."""
 
     async def validate(self, request: ValidationRequest) -> ValidationResult:
         started = self._clock.monotonic()

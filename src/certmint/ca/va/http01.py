@@ -10,11 +10,11 @@ Failure is returned as data (a ``Problem``); nothing here raises to the caller.
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import logging
 import ssl
 from dataclasses import dataclass
 
+import h11
 import httpx
 
 from certmint.ca.va.addresses import format_host_for_url, normalize_hostname, parse_ip
@@ -30,6 +30,10 @@ REDIRECT_STATUSES = frozenset({301, 302, 307, 308})
 # How much of a wrong body we echo back in the problem detail.
 ECHO_LIMIT = 128
 WELL_KNOWN_PREFIX = "/.well-known/acme-challenge/"
+# Interim 1xx responses skipped before giving up on a final one.
+MAX_INFORMATIONAL = 8
+# Bytes read from the socket at a time.
+READ_CHUNK = 16384
 
 
 def connection_problem(detail: str) -> Problem:
@@ -45,18 +49,6 @@ def echo_text(body: bytes, limit: int = ECHO_LIMIT) -> str:
     text = body[: limit * 4].decode("utf-8", "replace")
     shown = "".join(ch if ch.isprintable() else "\ufffd" for ch in text[:limit])
     return shown + ("..." if len(text) > limit or len(body) > limit * 4 else "")
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a connect error was, somewhere down its cause chain, ECONNREFUSED."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 @dataclass(frozen=True)
@@ -121,33 +113,31 @@ class _Hop:
         )
 
 
-def build_http_client(config: VAConfig) -> httpx.AsyncClient:
-    """The one shared client: no keep-alive, no cookies, no environment.
+def build_tls_context() -> ssl.SSLContext:
+    """For https redirect hops. Certificates are not verified, as Boulder does:
+    control is proven by the body, not by TLS (BR 3.2.2.4.19 allows https
+    redirects without requiring a trusted certificate)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996: not TLS 1.0/1.1
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
-    ``trust_env=False`` keeps proxies and .netrc credentials out; the cookie
-    jar's policy refuses every cookie so nothing one applicant's server sets
-    is ever sent to another's. Certificates are not verified on https
-    redirects, as Boulder does: control is proven by the body, not by TLS.
-    """
-    tls = ssl.create_default_context()
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
-    jar = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(
-        verify=tls,
-        trust_env=False,
-        follow_redirects=False,
-        cookies=jar,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
-    )
+
+class _ConnectFailed(Exception):
+    """Connecting failed: the one case where the next address is tried."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 class Http01Validator:
-    def __init__(self, config: VAConfig, resolver: VAResolver, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: VAConfig, resolver: VAResolver) -> None:
         self._config = config
         self._resolver = resolver
-        self._client = client
+        self._tls = build_tls_context()
 
     async def validate(self, host: str, token: str, key_authorization: str) -> ValidationResult:
         """``host`` is an already-checked lower-case name or IP literal."""
@@ -288,79 +278,147 @@ class Http01Validator:
             progress.phase, progress.address = "connect", address
             prefix = f"{address}: Fetching {target.url}: "
             try:
-                return await self._get(target, address, progress)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                streams = await self._connect(target, address, progress)
+            except _ConnectFailed as exc:
                 # Boulder falls back from the first IPv6 to the first IPv4
                 # address only when connecting fails, never after a response.
-                what = (
-                    "Timeout during connect (likely firewall problem)"
-                    if isinstance(exc, httpx.ConnectTimeout)
-                    else "Connection refused"
-                    if _refused(exc)
-                    else "Error connecting"
-                )
-                last_problem = connection_problem(prefix + what)
-            except httpx.TimeoutException:
-                return connection_problem(
-                    prefix + "Timeout after connect (your server may be slow or overloaded)"
-                )
-            except (httpx.HTTPError, OSError, ValueError) as exc:
+                last_problem = connection_problem(prefix + exc.what)
+                continue
+            reader, writer = streams
+            try:
+                return await self._exchange(target, address, reader, writer)
+            except (h11.ProtocolError, OSError, ValueError) as exc:
                 log.debug("http-01 fetch of %s via %s failed: %r", target.url, address, exc)
                 return connection_problem(prefix + "Error getting validation data")
+            finally:
+                # One request per connection. No wait for the close to finish:
+                # a TLS peer could stall its close_notify, and asyncio aborts
+                # the transport itself after ssl_shutdown_timeout.
+                writer.close()
         assert last_problem is not None  # candidates is never empty
         return last_problem
 
-    async def _get(
+    async def _connect(
         self, target: HttpTarget, address: str, progress: _Progress
-    ) -> _Redirect | _Body | Problem:
-        headers = {
-            "Host": target.authority,
-            "User-Agent": self._config.user_agent,
-            "Accept": "*/*",
-            # No compression: a small compressed body could expand past the cap.
-            "Accept-Encoding": "identity",
-            "Connection": "close",
-        }
-
-        async def trace(event: str, _info: dict[str, object]) -> None:
-            # Once TCP is up, a deadline means a slow server, not a firewall.
-            if event == "connection.connect_tcp.complete":
-                progress.phase = "response"
-
-        extensions: dict[str, object] = {"trace": trace}
-        if target.scheme == "https" and parse_ip(target.host) is None:
-            extensions["sni_hostname"] = target.host
-        request = self._client.build_request(
-            "GET", target.url_for_address(address), headers=headers, extensions=extensions
-        )
-        response = await self._client.send(request, stream=True)
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP (then TLS for https) to exactly ``address``, the one the lookup
+        returned: the name is never resolved again (no DNS rebinding)."""
+        writer: asyncio.StreamWriter | None = None
         try:
-            progress.phase = "response"
-            if response.status_code in REDIRECT_STATUSES:
-                location = response.headers.get("location")
-                if not location:
-                    return connection_problem(
-                        f"{address}: Fetching {target.url}: "
-                        f"{response.status_code} redirect without a Location header"
-                    )
-                return _Redirect(location)
-            if response.status_code != 200:
-                return connection_problem(
-                    f"{address}: Invalid response from {target.url}: {response.status_code}"
-                )
-            return await self._read_capped(response)
-        finally:
-            await response.aclose()
+            async with asyncio.timeout(self._config.connect_timeout):
+                reader, writer = await asyncio.open_connection(address, target.port)
+                # Once TCP is up, a deadline means a slow server, not a firewall.
+                progress.phase = "response"
+                if target.scheme == "https":
+                    # SNI carries the name (never an IP literal, RFC 6066 §3).
+                    sni = None if parse_ip(target.host) is not None else target.host
+                    await writer.start_tls(self._tls, server_hostname=sni)
+        except TimeoutError as exc:
+            if writer is not None:
+                writer.close()
+            raise _ConnectFailed("Timeout during connect (likely firewall problem)") from exc
+        except OSError as exc:  # ssl.SSLError included: a failed handshake
+            if writer is not None:
+                writer.close()
+            refused = isinstance(exc, ConnectionRefusedError)
+            raise _ConnectFailed("Connection refused" if refused else "Error connecting") from exc
+        return reader, writer
 
-    async def _read_capped(self, response: httpx.Response) -> _Body:
+    async def _exchange(
+        self,
+        target: HttpTarget,
+        address: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> _Redirect | _Body | Problem:
+        """One GET over a fresh connection, parsed by h11.
+
+        Nothing is sent but these headers: no cookies, no credentials, no
+        compression (a small compressed body could expand past the cap). Reads
+        are bounded by the overall deadline, which reports a stall here as
+        "Timeout after connect"; h11 caps the response head at 16 KiB
+        (``max_incomplete_event_size``) and the body is read only up to the cap.
+        """
+        connection = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target=target.path,
+            headers=[
+                ("Host", target.authority),
+                ("User-Agent", self._config.user_agent),
+                ("Accept", "*/*"),
+                ("Accept-Encoding", "identity"),
+                ("Connection", "close"),
+            ],
+        )
+        writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
+        await writer.drain()
+        response = await self._read_head(connection, reader)
+        status = response.status_code
+        if status in REDIRECT_STATUSES:
+            locations = [v for k, v in response.headers if k == b"location"]
+            if not locations:
+                return connection_problem(
+                    f"{address}: Fetching {target.url}: {status} redirect without a Location header"
+                )
+            return _Redirect(", ".join(_header_text(v) for v in locations))
+        if status != 200:
+            return connection_problem(f"{address}: Invalid response from {target.url}: {status}")
+        return await self._read_capped(connection, reader, response)
+
+    async def _read_head(
+        self, connection: h11.Connection, reader: asyncio.StreamReader
+    ) -> h11.Response:
+        informational = 0
+        while True:
+            event = await _next_event(connection, reader)
+            if isinstance(event, h11.Response):
+                return event
+            if isinstance(event, h11.InformationalResponse) and informational < MAX_INFORMATIONAL:
+                informational += 1  # 100 Continue and the like: skip, boundedly
+                continue
+            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} before a response")
+
+    async def _read_capped(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, response: h11.Response
+    ) -> _Body:
         limit = self._config.max_body_bytes
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        declared = [v for k, v in response.headers if k == b"content-length"]
+        if declared and int(declared[0]) > limit:  # h11 checked it is one number
             return _Body(b"", over_limit=True)
         buffer = bytearray()
-        async for chunk in response.aiter_raw():
-            buffer += chunk
-            if len(buffer) > limit:
-                # Stop reading: whatever follows cannot make the body valid.
-                return _Body(bytes(buffer[:limit]), over_limit=True)
-        return _Body(bytes(buffer), over_limit=False)
+        while True:
+            event = await _next_event(connection, reader)
+            if isinstance(event, h11.Data):
+                buffer += event.data
+                if len(buffer) > limit:
+                    # Stop reading: whatever follows cannot make the body valid.
+                    return _Body(bytes(buffer[:limit]), over_limit=True)
+            elif isinstance(event, h11.EndOfMessage):
+                return _Body(bytes(buffer), over_limit=False)
+            else:
+                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in the body")
+
+
+async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
+    """The next h11 event, reading from the socket when h11 needs more bytes.
+
+    At most ``READ_CHUNK`` bytes are handed to h11 per read; the callers stop
+    at the first event past their cap, so what is buffered stays bounded.
+    """
+    while True:
+        event = connection.next_event()
+        if isinstance(event, h11.Event):
+            return event
+        if event is not h11.NEED_DATA:  # PAUSED: only after a complete exchange
+            raise h11.RemoteProtocolError("connection paused before the response ended")
+        connection.receive_data(await reader.read(READ_CHUNK))  # b"" is EOF
+
+
+def _header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 if it is, else Latin-1 (as httpx did);
+    h11 has already refused CR, LF and NUL in it."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
