@@ -3,6 +3,7 @@
 
     python3 bench/va_micro.py [--validations 2000] [--concurrency 8] [--warmup 200]
                               [--repeat 3] [--responder thread|process]
+                              [--loop asyncio|uvloop]
 
 The challenge test server (``certmint.testing.challtestsrv.ChallengeTestServer``)
 answers on loopback: DNS 127.0.0.1 for every name, the http-01 file. The VA
@@ -15,6 +16,9 @@ It shares the GIL with the VA, and the hand-overs inflate and scatter the
 VA's figures (cold caches, lock traffic). ``--responder process`` runs the same
 server in a child process, as the CA meets its responder in production and in
 bench/issuance_flows.py; its figures are lower and steadier.
+
+``--loop uvloop`` runs the VA on uvloop, as ``certmint-ca serve`` does when
+uvloop is installed.
 
 Each repeat prints validations/s (wall clock) and CPU-µs per validation; the
 best (lowest) and median repeats are printed last. Every loop is bounded by
@@ -141,9 +145,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--responder", choices=("thread", "process"), default="thread")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     with responder(args.responder) as (dns_port, http01_port):
-        asyncio.run(measure(args, dns_port, http01_port))
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(measure(args, dns_port, http01_port))
+        else:
+            asyncio.run(measure(args, dns_port, http01_port))
 
 
 if __name__ == "__main__":

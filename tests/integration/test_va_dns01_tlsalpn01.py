@@ -20,9 +20,10 @@ KEYAUTHZ = f"{TOKEN}.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 OTHER_KEYAUTHZ = f"{TOKEN}.AAAAWB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    # certmint-ca serve runs on uvloop when it is installed: test both loops.
+    return "asyncio", {"use_uvloop": request.param == "uvloop"}
 
 
 @pytest.fixture

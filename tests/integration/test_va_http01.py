@@ -27,9 +27,10 @@ KEYAUTHZ = f"{TOKEN}.{THUMBPRINT}"
 PATH = f"/.well-known/acme-challenge/{TOKEN}"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    # certmint-ca serve runs on uvloop when it is installed: test both loops.
+    return "asyncio", {"use_uvloop": request.param == "uvloop"}
 
 
 @pytest.fixture
@@ -398,7 +399,7 @@ async def test_non_followed_redirect_status(srv: ChallengeTestServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_concurrent_validations_share_one_client(srv: ChallengeTestServer) -> None:
+async def test_concurrent_validations(srv: ChallengeTestServer) -> None:
     srv.add_http01(TOKEN, KEYAUTHZ)
     va = ValidationAuthority(config_for(srv), FakeClock())
     request = ValidationRequest("http-01", "dns", "example.com", TOKEN, KEYAUTHZ)

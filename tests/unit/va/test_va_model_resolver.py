@@ -72,5 +72,9 @@ def test_parse_nameserver_rejects(spec: str) -> None:
 
 def test_configured_nameservers_in_order() -> None:
     config = VAConfig(resolvers=("127.0.0.1:8053", "[::1]:9053", "192.0.2.53"), dns_timeout=1.5)
-    assert configured_nameservers(config) == (("127.0.0.1", 8053), ("::1", 9053), ("192.0.2.53", 53))
+    assert configured_nameservers(config) == (
+        ("127.0.0.1", 8053),
+        ("::1", 9053),
+        ("192.0.2.53", 53),
+    )
     assert VAResolver(config).nameservers == configured_nameservers(config)
