@@ -2,6 +2,10 @@
 
 import dataclasses
 
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
 import pytest
 
 from certmint.ca.va.model import (
@@ -10,7 +14,13 @@ from certmint.ca.va.model import (
     ValidationRequest,
     ValidationResult,
 )
-from certmint.ca.va.resolver import VAResolver, configured_nameservers, parse_nameserver
+from certmint.ca.va.resolver import (
+    VAResolver,
+    _name_wire,
+    _Query,
+    configured_nameservers,
+    parse_nameserver,
+)
 
 
 def test_config_defaults_are_production_values() -> None:
@@ -78,3 +88,53 @@ def test_configured_nameservers_in_order() -> None:
         ("192.0.2.53", 53),
     )
     assert VAResolver(config).nameservers == configured_nameservers(config)
+
+
+@pytest.mark.parametrize(
+    "name", ["example.com", "_acme-challenge.example.com", "a-b.c_d.e", "Example.COM", "x"]
+)
+@pytest.mark.parametrize("rdtype", ["A", "AAAA", "TXT"])
+def test_hand_built_query_matches_dnspython(name: str, rdtype: str) -> None:
+    query = _Query.build(name, _name_wire(name), rdtype)
+    reference = dns.message.make_query(name, rdtype)
+    reference.id = query.id
+    assert query.wire == reference.to_wire()
+    assert query.as_message().to_wire() == reference.to_wire()
+
+
+@pytest.mark.parametrize("name", ["a..b", "x" * 64 + ".example", ".".join(["a" * 63] * 5)])
+def test_invalid_names_are_refused(name: str) -> None:
+    with pytest.raises((dns.exception.DNSException, ValueError)):
+        _name_wire(name)
+
+
+def _reply_to(query: _Query, **changes: object) -> bytes:
+    message = query.as_message()
+    reply = dns.message.make_response(message)
+    for key, value in changes.items():
+        setattr(reply, key, value)
+    return reply.to_wire()
+
+
+def test_reply_matching_on_raw_bytes() -> None:
+    query = _Query.build("example.com", _name_wire("example.com"), "A")
+    reply = _reply_to(query)
+    assert query.is_answered_by(reply)
+    # RFC 4343: a resolver may echo the name in another case (0x20 encoding).
+    upper = _Query.build("EXAMPLE.com", _name_wire("EXAMPLE.com"), "A")
+    assert query.is_answered_by(reply.replace(b"example", b"EXAMPLE"))
+    assert upper.is_answered_by(_reply_to(query, id=upper.id))
+    assert not query.is_answered_by(reply[:11])
+    assert not query.is_answered_by(_reply_to(query, id=(query.id + 1) & 0xFFFF))
+    other_type = _Query.build("example.com", _name_wire("example.com"), "AAAA")
+    assert not query.is_answered_by(_reply_to(other_type, id=query.id))
+    other_name = _Query.build("example.org", _name_wire("example.org"), "A")
+    assert not query.is_answered_by(_reply_to(other_name, id=query.id))
+    assert not query.is_answered_by(query.wire)  # a query, not a response
+    # A question-less reply counts only for rcodes that may omit it.
+    servfail = dns.message.Message(id=query.id)
+    servfail.flags = dns.flags.QR
+    servfail.set_rcode(dns.rcode.SERVFAIL)
+    assert query.is_answered_by(servfail.to_wire())
+    servfail.set_rcode(dns.rcode.NOERROR)
+    assert not query.is_answered_by(servfail.to_wire())
