@@ -205,31 +205,39 @@ async def test_multiple_location_headers_are_joined_and_refused() -> None:
     assert "Redirect loop detected" in detail or "Too many redirects" in detail
 
 
-@pytest.mark.anyio
-async def test_https_hop_whose_handshake_stalls_is_a_connect_timeout() -> None:
-    stalled = asyncio.Event()
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A port that accepts TCP and then says nothing (a stalled TLS peer)."""
+    stop = asyncio.Event()
 
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(stalled.wait(), 3)  # accept TCP, never speak TLS
+            await asyncio.wait_for(stop.wait(), 3)
         except TimeoutError:
             pass
         finally:
             writer.close()
 
-    tls_port_server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    tls_port = tls_port_server.sockets[0].getsockname()[1]
-    redirect = f"https://127.0.0.1{PATH}".encode()
-    raw = b"HTTP/1.1 302 Found\r\nLocation: " + redirect + b"\r\nContent-Length: 0\r\n\r\n"
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
-        async with http_server(reply(raw)) as (port, _):
-            started = anyio.current_time()
-            result = await validate(port, https_port=tls_port, connect_timeout=0.3)
-            elapsed = anyio.current_time() - started
+        yield server.sockets[0].getsockname()[1]
     finally:
-        stalled.set()
-        tls_port_server.close()
-        await tls_port_server.wait_closed()
+        stop.set()
+        server.close()
+        await server.wait_closed()
+
+
+def redirect_to_https() -> bytes:
+    location = f"https://127.0.0.1{PATH}".encode()
+    return b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.anyio
+async def test_https_hop_whose_handshake_stalls_is_a_connect_timeout() -> None:
+    async with silent_server() as tls_port, http_server(reply(redirect_to_https())) as (port, _):
+        started = anyio.current_time()
+        result = await validate(port, https_port=tls_port, connect_timeout=0.3)
+        elapsed = anyio.current_time() - started
     kind, detail = problem_of(result)
     assert kind == ProblemType.CONNECTION
     assert detail == (
@@ -237,6 +245,20 @@ async def test_https_hop_whose_handshake_stalls_is_a_connect_timeout() -> None:
         "Timeout during connect (likely firewall problem)"
     )
     assert elapsed < 2.0
+
+
+@pytest.mark.anyio
+async def test_overall_deadline_during_handshake_is_after_connect() -> None:
+    # TCP is up, so the overall deadline blames the server, not a firewall
+    # (as httpx's connect_tcp.complete trace did); the socket is closed.
+    async with silent_server() as tls_port, http_server(reply(redirect_to_https())) as (port, _):
+        result = await validate(port, https_port=tls_port, connect_timeout=2.0, total_timeout=0.4)
+    kind, detail = problem_of(result)
+    assert kind == ProblemType.CONNECTION
+    assert detail == (
+        f"127.0.0.1: Fetching https://127.0.0.1:{tls_port}{PATH}: "
+        "Timeout after connect (your server may be slow or overloaded)"
+    )
 
 
 @pytest.mark.anyio
@@ -248,10 +270,8 @@ async def test_https_hop_to_a_plain_server_is_an_error_connecting() -> None:
 
     plain_server = await asyncio.start_server(plain, "127.0.0.1", 0)
     plain_port = plain_server.sockets[0].getsockname()[1]
-    redirect = f"https://127.0.0.1{PATH}".encode()
-    raw = b"HTTP/1.1 307 Temporary\r\nLocation: " + redirect + b"\r\nContent-Length: 0\r\n\r\n"
     try:
-        async with http_server(reply(raw)) as (port, _):
+        async with http_server(reply(redirect_to_https())) as (port, _):
             kind, detail = problem_of(await validate(port, https_port=plain_port))
     finally:
         plain_server.close()

@@ -303,7 +303,6 @@ class Http01Validator:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """TCP (then TLS for https) to exactly ``address``, the one the lookup
         returned: the name is never resolved again (no DNS rebinding)."""
-        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self._config.connect_timeout):
                 reader, writer = await asyncio.open_connection(address, target.port)
@@ -312,14 +311,14 @@ class Http01Validator:
                 if target.scheme == "https":
                     # SNI carries the name (never an IP literal, RFC 6066 §3).
                     sni = None if parse_ip(target.host) is not None else target.host
-                    await writer.start_tls(self._tls, server_hostname=sni)
+                    try:
+                        await writer.start_tls(self._tls, server_hostname=sni)
+                    except BaseException:  # cancellation included: never leak the socket
+                        writer.close()
+                        raise
         except TimeoutError as exc:
-            if writer is not None:
-                writer.close()
             raise _ConnectFailed("Timeout during connect (likely firewall problem)") from exc
         except OSError as exc:  # ssl.SSLError included: a failed handshake
-            if writer is not None:
-                writer.close()
             refused = isinstance(exc, ConnectionRefusedError)
             raise _ConnectFailed("Connection refused" if refused else "Error connecting") from exc
         return reader, writer
