@@ -379,7 +379,9 @@ async def _bench_server(
         if name == "pebble":
             server, directory_url, bundle = start_pebble(workdir / "pebble", ports)
         else:
-            server, directory_url, bundle = start_certmint(workdir / "certmint", ports)
+            server, directory_url, bundle = start_certmint(
+                workdir / "certmint", ports, args.certmint_arg
+            )
     except OSError as exc:  # the start helpers stop what they started
         return PhaseResult(server=name, concurrency=limits.concurrency,
                            error=f"could not start: {exc}")
@@ -423,6 +425,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="sample certmint-ca with py-spy over the measured window; write "
                              "raw stacks to DIR and print the hot spots")
+    parser.add_argument("--certmint-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for certmint-ca serve (repeat), e.g. --workers=1")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.duration <= 0 or (args.flows is not None and args.flows < 1):

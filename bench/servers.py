@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -259,7 +260,9 @@ def start_pebble(directory: Path, ports: dict[str, int]) -> tuple[ManagedProcess
     return process, f"https://127.0.0.1:{ports['pebble']}/dir", str(root_path)
 
 
-def start_certmint(directory: Path, ports: dict[str, int]) -> tuple[ManagedProcess, str, str]:
+def start_certmint(
+    directory: Path, ports: dict[str, int], extra_args: Sequence[str] = ()
+) -> tuple[ManagedProcess, str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     argv = [_console_script("certmint-ca"), "serve",
             "--data-dir", str(directory / "data"),
@@ -268,7 +271,7 @@ def start_certmint(directory: Path, ports: dict[str, int]) -> tuple[ManagedProce
             "--dns-resolver", f"127.0.0.1:{ports['dns']}",
             "--http01-port", str(ports["http01"]),
             "--tlsalpn01-port", str(ports["tlsalpn01"]),
-            "--allow-private-addresses"]
+            "--allow-private-addresses", *extra_args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = ManagedProcess("certmint-ca", argv, directory / "certmint-ca.log", env=env)
     try:

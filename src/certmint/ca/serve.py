@@ -4,8 +4,9 @@ One process binds both listeners (ACME over HTTPS, management over HTTP),
 prepares what must exist once (the development hierarchy, the migrated
 database, the shared nonce table) and then runs N workers. Each worker wires
 its own components with ``build_ca_server`` AFTER the fork — no database
-connection, event loop or thread crosses a fork — and serves both sockets;
-the kernel spreads connections across them. With one worker nothing forks.
+connection, event loop or thread crosses a fork — and serves its own pair of
+listening sockets, bound with SO_REUSEPORT so the kernel spreads connections
+across the workers. With one worker nothing forks.
 """
 
 from __future__ import annotations
@@ -73,11 +74,13 @@ def prepare(settings: ServeSettings) -> tuple[Hierarchy, ServeSettings]:
     return hierarchy, settings
 
 
-def _listen(address: tuple[str, int]) -> socket.socket:
+def _listen(address: tuple[str, int], *, reuse_port: bool = False) -> socket.socket:
     host, port = address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock = socket.create_server(
+            (host, port), family=family, backlog=2048, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
@@ -87,16 +90,27 @@ def _listen(address: tuple[str, int]) -> socket.socket:
 def serve(settings: ServeSettings, announce: Callable[[], None]) -> int:
     """Bind, start the workers, call ``announce`` once all serve; return
     the exit code when they stop."""
-    sockets = (_listen(settings.acme_address), _listen(settings.management_address))
     entropy = SystemEntropy()
     revocations = RevocationCounter()
     if settings.workers <= 1:
+        sockets = (_listen(settings.acme_address), _listen(settings.management_address))
         _install_uvloop()
         shared = _Shared(MemoryNonceService(entropy), revocations)
         asyncio.run(_worker_main(0, settings, sockets, shared, announce))
         return 0
+    # One SO_REUSEPORT socket pair per worker: the kernel spreads new
+    # connections evenly across them. A single shared socket lets whichever
+    # worker wakes first accept nearly every keep-alive connection, leaving
+    # the other cores idle.
+    per_worker = [
+        (
+            _listen(settings.acme_address, reuse_port=True),
+            _listen(settings.management_address, reuse_port=True),
+        )
+        for _ in range(settings.workers)
+    ]
     shared = _Shared(SharedNonceService(entropy), revocations)
-    return _supervise(settings, sockets, shared, announce)
+    return _supervise(settings, per_worker, shared, announce)
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,7 @@ class _Shared:
 
 def _supervise(
     settings: ServeSettings,
-    sockets: tuple[socket.socket, socket.socket],
+    per_worker: list[tuple[socket.socket, socket.socket]],
     shared: _Shared,
     announce: Callable[[], None],
 ) -> int:
@@ -124,7 +138,11 @@ def _supervise(
                 _install_uvloop()
                 asyncio.run(
                     _worker_main(
-                        index, settings, sockets, shared, lambda: os.write(ready_write, b".")
+                        index,
+                        settings,
+                        per_worker[index],
+                        shared,
+                        lambda: os.write(ready_write, b"."),
                     )
                 )
             except KeyboardInterrupt:
@@ -137,8 +155,9 @@ def _supervise(
                 os._exit(code)
         children.append(pid)
     os.close(ready_write)
-    for sock in sockets:
-        sock.close()  # the workers hold them now
+    for pair in per_worker:
+        for sock in pair:
+            sock.close()  # the workers hold them now
 
     stopping = False
 
