@@ -190,7 +190,7 @@ class WebFrontEnd:
         auth = await self._authenticated(request, KeyRule.JWK)
         message = self._message(NewAccountRequest.from_json, auth.payload())
         assert auth.jwk is not None
-        account, created = self._ra.new_account(auth.jwk, message)
+        account, created = self._ra.accounts.new_account(auth.jwk, message)
         if account.status != "valid":
             raise errors.Unauthorized(f"the account for this key is {account.status}")
         return self._response(
@@ -206,7 +206,7 @@ class WebFrontEnd:
             raise errors.Unauthorized("the request is not signed by this account's key")
         if not auth.jws.is_post_as_get:
             message = self._message(AccountUpdateRequest.from_json, auth.payload())
-            account = self._ra.update_account(account, message)
+            account = self._ra.accounts.update_account(account, message)
         return self._response(
             self._render.account(account), location=self.urls.account(account.id)
         )
@@ -231,7 +231,9 @@ class WebFrontEnd:
 
     async def key_change(self, request: Request) -> Response:
         auth = await self._authenticated(request, KeyRule.KID)
-        account = self._ra.change_key(self._account_of(auth), auth.payload(), auth.jws.url or "")
+        account = self._ra.accounts.change_key(
+            self._account_of(auth), auth.payload(), auth.jws.url or ""
+        )
         return self._response(
             self._render.account(account), location=self.urls.account(account.id)
         )
