@@ -19,6 +19,7 @@ from certmint.ca.config import CAConfig
 from certmint.ca.nonces import NonceService
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import RegistrationAuthority
+from certmint.ca.storage.records import AccountRecord
 from certmint.ca.storage.sa import StorageAuthority
 from certmint.ca.urls import ACME_PREFIX, AcmeUrls
 from certmint.ca.wfe.auth import Authenticated, KeyRule, RequestAuthenticator, check_content_type
@@ -154,8 +155,9 @@ class WebFrontEnd:
             raise errors.Malformed(str(exc)) from None
 
     @staticmethod
-    def _account_of(auth: Authenticated) -> Any:
-        assert auth.account is not None  # KeyRule.KID guarantees it
+    def _account_of(auth: Authenticated) -> AccountRecord:
+        if auth.account is None:  # KeyRule.KID guarantees it; never trust that silently
+            raise errors.ServerInternal("request was not authenticated by an account")
         return auth.account
 
     # -- directory and nonces (RFC 8555 §7.1.1, §7.2) ----------------------
