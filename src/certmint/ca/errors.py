@@ -53,6 +53,8 @@ BadCSR = _error("BadCSR", ProblemType.BAD_CSR, 400)
 BadPublicKey = _error("BadPublicKey", ProblemType.BAD_PUBLIC_KEY, 400)
 BadRevocationReason = _error("BadRevocationReason", ProblemType.BAD_REVOCATION_REASON, 400)
 AlreadyRevoked = _error("AlreadyRevoked", ProblemType.ALREADY_REVOKED, 400)
+# RFC 9773 §5: replacing a certificate that another order already replaced.
+AlreadyReplaced = _error("AlreadyReplaced", ProblemType.ALREADY_REPLACED, 409)
 Unauthorized = _error("Unauthorized", ProblemType.UNAUTHORIZED, 403)
 AccountDoesNotExist = _error("AccountDoesNotExist", ProblemType.ACCOUNT_DOES_NOT_EXIST, 400)
 ExternalAccountRequired = _error(

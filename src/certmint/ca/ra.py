@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from certmint.ca import errors
+from certmint.ca.ari import RenewalInfoService
 from certmint.ca.config import CAConfig
 from certmint.ca.issuance.authority import CertificateAuthority
 from certmint.ca.issuance.profile import serial_to_string
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra_accounts import AccountRegistrar
 from certmint.ca.storage.errors import (
+    AlreadyReplaced,
     StaleState,
 )
 from certmint.ca.storage.records import (
@@ -108,6 +110,10 @@ class RegistrationAuthority:
         self.accounts = AccountRegistrar(
             config=config, sa=sa, pa=pa, urls=urls, clock=clock, new_id=self._new_id
         )
+        issuers = {issuer_id: ca.issuer_cert(issuer_id) for issuer_id in ca.issuer_ids}
+        self.renewals = RenewalInfoService(
+            sa=sa, issuer_key_ids=RenewalInfoService.issuer_key_ids(issuers), clock=clock
+        )
 
     def _new_id(self) -> str:
         return b64url_encode(self._entropy.token_bytes(ID_BYTES))
@@ -119,6 +125,9 @@ class RegistrationAuthority:
         profile = self._pa.profile(request.profile)
         identifiers = self._pa.check_order_identifiers(request.identifiers, profile)
         self._pa.check_validity(request.not_before, request.not_after, profile, now)
+        if request.replaces is not None:
+            # RFC 9773 §5: vet the replaced certificate before creating anything.
+            self.renewals.check_replacement(account.id, identifiers, request.replaces)
         plain_request = request.not_before is None and request.not_after is None
         if plain_request and request.replaces is None:
             reusable = self._sa.find_reusable_order(account.id, identifiers, profile.name, now)
@@ -349,6 +358,11 @@ class RegistrationAuthority:
             not_before = self._clock.now()
             if order.not_after <= not_before:
                 raise errors.Malformed("the order's requested notAfter has already passed")
+        replaces_serial = None
+        if order.replaces is not None:
+            # RFC 9773 §5: if another order replaced the certificate since
+            # newOrder, refuse before anything is signed (the order stays ready).
+            replaces_serial = self.renewals.check_not_replaced(order.replaces, order.id)
         # The conditional update is the guard: of concurrent finalize calls
         # exactly one proceeds, so an order yields at most one certificate.
         if not self._sa.begin_finalize(order.id):
@@ -375,7 +389,15 @@ class RegistrationAuthority:
                 key_spki_sha256=spki_sha256_hex(csr),
                 issued_at=self._clock.now(),
             )
-            done = self._sa.complete_finalize(order.id, record)
+            done = self._sa.complete_finalize(order.id, record, replaces_serial=replaces_serial)
+        except AlreadyReplaced as exc:
+            # Lost a race with another replacing order between the check above
+            # and this transaction: nothing was written; the order fails.
+            problem = errors.AlreadyReplaced(
+                f"certificate {exc.serial} was already replaced by another order"
+            )
+            self._sa.fail_finalize(order.id, problem.problem().to_json_text())
+            raise problem from None
         except Exception as exc:  # includes DuplicateSerial: nothing was written
             log.exception("issuance for order %s failed", order.id)
             problem = Problem(ProblemType.SERVER_INTERNAL, "issuance failed inside the CA", 500)

@@ -35,6 +35,12 @@ class AcmeUrls:
     def key_change(self) -> str:
         return f"{self.base}{ACME_PREFIX}/key-change"
 
+    @property
+    def renewal_info(self) -> str:
+        """RFC 9773 §3: the renewalInfo base; a certificate's resource is
+        ``<renewal_info>/<certID>``."""
+        return f"{self.base}{ACME_PREFIX}/renewal-info"
+
     def account(self, account_id: str) -> str:
         return self._account_prefix + account_id
 

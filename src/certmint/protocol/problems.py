@@ -14,6 +14,7 @@ class ProblemType:
     """The short names of RFC 8555 §6.7 (and later drafts) error types."""
 
     ACCOUNT_DOES_NOT_EXIST = "accountDoesNotExist"
+    ALREADY_REPLACED = "alreadyReplaced"  # RFC 9773 §5
     ALREADY_REVOKED = "alreadyRevoked"
     BAD_CSR = "badCSR"
     BAD_NONCE = "badNonce"

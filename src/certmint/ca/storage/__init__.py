@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from certmint.ca.storage.engine import create_storage_engine
 from certmint.ca.storage.errors import (
+    AlreadyReplaced,
     DuplicateSerial,
     EabKeyUnavailable,
     KeyInUse,
@@ -28,6 +29,7 @@ from certmint.ca.storage.errors import (
 from certmint.ca.storage.sa import StorageAuthority
 
 __all__ = [
+    "AlreadyReplaced",
     "DuplicateSerial",
     "EabKeyUnavailable",
     "KeyInUse",

@@ -33,3 +33,13 @@ class EabKeyUnavailable(StorageError):
 
 class DuplicateSerial(StorageError):
     """A certificate with this serial already exists; nothing was written."""
+
+
+class AlreadyReplaced(StorageError):
+    """RFC 9773 §5: the certificate an order replaces was already replaced by
+    another order; nothing was written."""
+
+    def __init__(self, serial: str, order_id: str | None) -> None:
+        super().__init__(f"certificate {serial} already replaced by order {order_id}")
+        self.serial = serial
+        self.order_id = order_id

@@ -113,6 +113,12 @@ class CertificateRecord:
     status: str = CERT_GOOD
     revoked_at: datetime | None = None
     revocation_reason: int | None = None
+    # RFC 9773 (ARI): an operator's renewal window for this certificate (both
+    # or neither), overriding the default rule in ``ca/ari.py``.
+    ari_window_start: datetime | None = None
+    ari_window_end: datetime | None = None
+    # RFC 9773 §5: the order whose finalization replaced this certificate.
+    replaced_by_order: str | None = None
 
 
 @dataclass(frozen=True)

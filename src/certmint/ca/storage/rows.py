@@ -217,6 +217,9 @@ def certificate_values(cert: CertificateRecord) -> dict[str, Any]:
         "status": cert.status,
         "revoked_at": cert.revoked_at,
         "revocation_reason": cert.revocation_reason,
+        "ari_window_start": cert.ari_window_start,
+        "ari_window_end": cert.ari_window_end,
+        "replaced_by_order": cert.replaced_by_order,
     }
 
 
@@ -235,4 +238,7 @@ def certificate_from_row(row: RowLike) -> CertificateRecord:
         status=row.status,
         revoked_at=row.revoked_at,
         revocation_reason=row.revocation_reason,
+        ari_window_start=row.ari_window_start,
+        ari_window_end=row.ari_window_end,
+        replaced_by_order=row.replaced_by_order,
     )

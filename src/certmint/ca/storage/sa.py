@@ -25,13 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from certmint.ca.storage import rows
 from certmint.ca.storage import statements as q
 from certmint.ca.storage.errors import (
+    AlreadyReplaced,
     DuplicateSerial,
     EabKeyUnavailable,
     KeyInUse,
     StaleState,
     StorageError,
 )
-from certmint.ca.storage.fastpath import NamedRow, RawDatabase
+from certmint.ca.storage.fastpath import NamedRow, RawDatabase, Transaction
 from certmint.ca.storage.records import (
     INVALID,
     PENDING,
@@ -357,8 +358,16 @@ class StorageAuthority:
         with self._db.write() as tx:
             return tx.count(q.BEGIN_FINALIZE, {"b_id": order_id}) == 1
 
-    def complete_finalize(self, order_id: str, cert: CertificateRecord) -> OrderRecord:
-        """Insert the certificate and mark the order valid, atomically."""
+    def complete_finalize(
+        self, order_id: str, cert: CertificateRecord, *, replaces_serial: str | None = None
+    ) -> OrderRecord:
+        """Insert the certificate and mark the order valid, atomically.
+
+        With ``replaces_serial`` (RFC 9773 §5: the order named a certificate
+        it replaces) that certificate is marked replaced by this order in the
+        same transaction; if another order already replaced it, nothing is
+        written and ``AlreadyReplaced`` is raised.
+        """
         with self._db.write() as tx:
             row = tx.one(q.COMPLETE_FINALIZE, {"b_id": order_id, "b_serial": cert.serial})
             if row is None:
@@ -367,7 +376,20 @@ class StorageAuthority:
             if tx.one(self._inserts.certificate_if_new, values) is None:
                 # Raising inside the transaction rolls back the order update too.
                 raise DuplicateSerial(f"serial {cert.serial} already issued")
+            if replaces_serial is not None:
+                self._mark_replaced(tx, replaces_serial, order_id)
         return rows.order_from_row(row)
+
+    @staticmethod
+    def _mark_replaced(tx: Transaction, serial: str, order_id: str) -> None:
+        params = {"b_serial": serial, "b_order_id": order_id}
+        if tx.count(q.MARK_REPLACED, params) == 1:
+            return
+        holder = tx.one(q.SELECT_REPLACED_BY, {"b_serial": serial})
+        if holder is None:
+            raise StaleState(f"no certificate with serial {serial} to replace")
+        # Raising inside the transaction rolls back the issuance with it.
+        raise AlreadyReplaced(serial, holder.replaced_by_order)
 
     def fail_finalize(self, order_id: str, error_json: str) -> OrderRecord:
         with self._db.write() as tx:
@@ -397,3 +419,20 @@ class StorageAuthority:
             RevokedEntry(serial=r.serial, revoked_at=r.revoked_at, reason=r.revocation_reason)
             for r in found
         ]
+
+    def set_renewal_window(
+        self, serial: str, start: datetime | None, end: datetime | None
+    ) -> CertificateRecord:
+        """Set (or, with two Nones, clear) the operator's RFC 9773 renewal
+        window for one certificate. ``StaleState`` if there is no such serial."""
+        if (start is None) != (end is None):
+            raise ValueError("a renewal window needs both start and end, or neither")
+        if start is not None and end is not None and not start < end:
+            # RFC 9773 §4.2: the window's end must be after its start.
+            raise ValueError("a renewal window must end after it starts")
+        params = {"b_serial": serial, "b_start": start, "b_end": end}
+        with self._db.write() as tx:
+            row = tx.one(q.SET_RENEWAL_WINDOW, params)
+        if row is None:
+            raise StaleState(f"no certificate with serial {serial}")
+        return rows.certificate_from_row(row)

@@ -165,6 +165,11 @@ certificates = Table(
     Column("status", String(16), nullable=False),
     Column("revoked_at", MicroTimestamp, nullable=True),
     Column("revocation_reason", Integer, nullable=True),
+    # RFC 9773 (ARI), revision 0002: the operator's renewal window override
+    # and the order that replaced this certificate (set once, at its finalize).
+    Column("ari_window_start", MicroTimestamp, nullable=True),
+    Column("ari_window_end", MicroTimestamp, nullable=True),
+    Column("replaced_by_order", String(64), nullable=True),
     # CRL generation: revoked certificates of one issuer still unexpired.
     Index("ix_certificates_crl", "issuer_id", "status", "not_after"),
     # Key-compromise revocation and blocked-key checks look up by key.

@@ -301,6 +301,30 @@ REVOKE_CERTIFICATE = (
         revocation_reason=bindparam("b_reason"),
     )
 )
+# RFC 9773: an operator's renewal window (or NULLs to fall back to the
+# default rule); RETURNING says whether the certificate exists.
+SET_RENEWAL_WINDOW = (
+    update(certificates)
+    .where(certificates.c.serial == bindparam("b_serial"))
+    .values(
+        ari_window_start=bindparam("b_start", type_=MicroTimestamp),
+        ari_window_end=bindparam("b_end", type_=MicroTimestamp),
+    )
+    .returning(certificates)
+)
+# RFC 9773 §5: a certificate is replaced once. The WHERE clause is the guard:
+# of two orders replacing one certificate, the second finds no row (or finds
+# its own id, when the same order is recorded again).
+MARK_REPLACED = update(certificates).where(
+    certificates.c.serial == bindparam("b_serial"),
+    or_(
+        certificates.c.replaced_by_order.is_(None),
+        certificates.c.replaced_by_order == bindparam("b_order_id"),
+    ),
+).values(replaced_by_order=bindparam("b_order_id"))
+SELECT_REPLACED_BY = select(certificates.c.replaced_by_order).where(
+    certificates.c.serial == bindparam("b_serial")
+)
 # RFC 5280 §5.1.2.6: a CRL need not list certificates past their notAfter.
 LIST_REVOKED = (
     select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)

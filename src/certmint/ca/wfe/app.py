@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from certmint.ca import errors
+from certmint.ca.ari import RETRY_AFTER_SECONDS
 from certmint.ca.config import CAConfig
 from certmint.ca.nonces import NonceService
 from certmint.ca.policy import PolicyAuthority
@@ -360,6 +361,22 @@ class WebFrontEnd:
         )
         return self._response(b"", media_type=JSON)
 
+    # -- renewal information (RFC 9773 §4) ---------------------------------
+
+    async def renewal_info(self, request: Request) -> Response:
+        """RFC 9773 §4.1: an unauthenticated GET of ``<renewalInfo>/<certID>``
+        (the router answers any other method with 405 and ``Allow``)."""
+        window = self._ra.renewals.renewal_window(request.path_params["cert_id"])
+        return Response(
+            json.dumps(self._render.renewal_info(window)).encode(),
+            media_type=JSON,
+            headers={
+                # §4.3: when to ask again; §4.2 windows may change (incidents).
+                "Retry-After": str(RETRY_AFTER_SECONDS),
+                "Link": self._index_link,
+            },
+        )
+
     async def not_found(self, request: Request) -> Response:
         raise errors.NotFound(f"no ACME resource at {request.url.path}")
 
@@ -382,6 +399,7 @@ class WebFrontEnd:
             (f"{p}/cert/{{serial}}", self.certificate, ["GET", "POST"]),
             (f"{p}/cert/{{serial}}/{{alternate}}", self.certificate, ["GET", "POST"]),
             (f"{p}/revoke-cert", self.revoke_cert, ["GET", "POST"]),
+            (f"{p}/renewal-info/{{cert_id}}", self.renewal_info, ["GET"]),
         ]
         return [Route(path, self._guard(h), methods=m) for path, h, m in table]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from certmint.ca.ari import RenewalWindow
 from certmint.ca.config import CAConfig
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import AuthzView, OrderView
@@ -37,6 +38,7 @@ class Renderer:
             "newOrder": self._urls.new_order,
             "revokeCert": self._urls.revoke_cert,
             "keyChange": self._urls.key_change,
+            "renewalInfo": self._urls.renewal_info,  # RFC 9773 §3
             "meta": meta,
         }
 
@@ -71,7 +73,19 @@ class Renderer:
             body["certificate"] = self._urls.certificate(order.certificate_serial)
         if order.error_json is not None:
             body["error"] = json.loads(order.error_json)
+        if order.replaces is not None:
+            body["replaces"] = order.replaces  # RFC 9773 §5
         return body
+
+    @staticmethod
+    def renewal_info(window: RenewalWindow) -> dict[str, Any]:
+        """RFC 9773 §4.2: the RenewalInfo object."""
+        return {
+            "suggestedWindow": {
+                "start": format_rfc3339(window.start),
+                "end": format_rfc3339(window.end),
+            }
+        }
 
     def authz(self, view: AuthzView) -> dict[str, Any]:
         authz = view.authz
