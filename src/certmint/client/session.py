@@ -242,14 +242,14 @@ class AcmeSession:
             del self._nonces[:-_NONCE_POOL_SIZE]
 
     def _take_nonce(self) -> str:
+        # The directory first: fetching it may bring a nonce of its own.
+        new_nonce = self.directory.new_nonce
         if not self._nonces:
-            response = self._send("HEAD", self.directory.new_nonce)
+            response = self._send("HEAD", new_nonce)
             if response.is_error:
-                self._raise_for(response, self.directory.new_nonce)
+                self._raise_for(response, new_nonce)
             if not self._nonces:
-                raise ClientError(
-                    f"{_host_of(self.directory.new_nonce)} gave no usable Replay-Nonce"
-                )
+                raise ClientError(f"{_host_of(new_nonce)} gave no usable Replay-Nonce")
         return self._nonces.pop()
 
     @property
