@@ -91,7 +91,9 @@ def build_ca_server(
         on_revocation=crl_publisher.invalidate_crl,
     )
     wfe = WebFrontEnd(config=config, ra=ra, sa=sa, pa=pa, nonces=nonces, entropy=entropy)
-    management_app = build_management_app(ca, hierarchy, sa, clock, crl_publisher=crl_publisher)
+    management_app = build_management_app(
+        ca, hierarchy, sa, clock, crl_publisher=crl_publisher, renewal_windows=sa
+    )
     return CAServer(
         config=config,
         ra=ra,

@@ -226,7 +226,9 @@ class RenewalInfoService:
         if cert is None:
             raise errors.Malformed("replaces names no certificate issued by this CA")
         if cert.account_id != account_id:
-            raise errors.Unauthorized("the certificate named by replaces belongs to another account")
+            raise errors.Unauthorized(
+                "the certificate named by replaces belongs to another account"
+            )
         ordered = {value.lower() for _, value in identifiers}
         if not ordered & {name.lower() for name in cert.names}:
             raise errors.Malformed(

@@ -10,7 +10,11 @@ Routes::
     GET /intermediates/{n}         PEM of the n-th issuer's default-chain certificate
     GET /aia/{issuer_id}.der       DER issuer certificate (application/pkix-cert)
     GET /crl/{issuer_id}.crl       DER CRL (application/pkix-crl)
-    GET /cert-status-by-serial/{serial}   Pebble-style JSON status
+    GET /cert-status-by-serial/{serial}   Pebble-style JSON status, plus
+                                   ReplacedBy and RenewalWindow (RFC 9773)
+    POST /renewal-info/{serial}    {"start": RFC 3339, "end": RFC 3339}: the
+                                   operator's ARI window for that certificate
+    DELETE /renewal-info/{serial}  back to the default window
     GET /health
 
 Every path segment is client input: it is matched against known values or a
@@ -35,11 +39,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from certmint.ca.ari import suggested_window
 from certmint.ca.issuance.authority import CertificateAuthority
 from certmint.ca.issuance.hierarchy import Hierarchy
 from certmint.ca.issuance.profile import SERIAL_BYTES, serial_to_string
 from certmint.ca.shared import RevocationCounter
+from certmint.ca.storage.errors import StaleState
 from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord, RevokedEntry
+from certmint.protocol.messages import MessageError, parse_rfc3339
+from certmint.protocol.strictjson import strict_json_loads
 from certmint.runtime import Clock
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,18 @@ class CertificateStatusSource(Protocol):
     def get_certificate(self, serial: str) -> CertificateRecord | None: ...
 
     def list_revoked(self, issuer_id: str, now: datetime) -> list[RevokedEntry]: ...
+
+
+class RenewalWindowStore(Protocol):
+    """The one SA write the management API makes (RFC 9773 operator windows)."""
+
+    def set_renewal_window(
+        self, serial: str, start: datetime | None, end: datetime | None
+    ) -> CertificateRecord: ...
+
+
+# A window request is two timestamps; anything bigger is not one.
+MAX_WINDOW_BODY_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -166,9 +186,11 @@ def _index(request: Request) -> int | None:
     return int(text)
 
 
-def _status_document(record: CertificateRecord) -> dict[str, Any]:
-    # Pebble's shape: Status, Serial, Reason, RevokedAt, Certificate.
+def _status_document(record: CertificateRecord, now: datetime) -> dict[str, Any]:
+    # Pebble's shape: Status, Serial, Reason, RevokedAt, Certificate; then
+    # what RFC 9773 adds: which order replaced it, and the window ARI serves.
     revoked = record.status == CERT_REVOKED
+    window = suggested_window(record, now)
     return {
         "Status": "Revoked" if revoked else "Valid",
         "Serial": record.serial,
@@ -177,7 +199,30 @@ def _status_document(record: CertificateRecord) -> dict[str, Any]:
             _rfc3339(record.revoked_at) if revoked and record.revoked_at is not None else None
         ),
         "Certificate": _pem(x509.load_der_x509_certificate(record.der)),
+        "ReplacedBy": record.replaced_by_order,
+        "RenewalWindow": {
+            "start": _rfc3339(window.start),
+            "end": _rfc3339(window.end),
+            "source": window.source,
+        },
     }
+
+
+def _parse_window(body: bytes) -> tuple[datetime, datetime] | str:
+    """``{"start": RFC 3339, "end": RFC 3339}`` → (start, end), or what is wrong."""
+    try:
+        doc = strict_json_loads(body)
+    except ValueError as exc:
+        return f"body is not JSON: {exc}"
+    if not isinstance(doc, dict) or set(doc) != {"start", "end"}:
+        return 'body must have exactly the fields "start" and "end"'
+    try:
+        start, end = parse_rfc3339(doc["start"]), parse_rfc3339(doc["end"])
+    except MessageError as exc:
+        return str(exc)
+    if not start < end:
+        return "the window must end after it starts (RFC 9773 §4.2)"
+    return start, end
 
 
 def build_management_app(
@@ -187,11 +232,13 @@ def build_management_app(
     clock: Clock,
     *,
     crl_publisher: CrlPublisher | None = None,
+    renewal_windows: RenewalWindowStore | None = None,
 ) -> Starlette:
     """The management ASGI app. ``app.state.crl_publisher`` is its :class:`CrlPublisher`.
 
     Pass ``crl_publisher`` to share one publisher with the RA; otherwise one is
-    created, and the RA can reach it through :func:`invalidate_crl`.
+    created, and the RA can reach it through :func:`invalidate_crl`. Without
+    ``renewal_windows`` the ``/renewal-info`` routes answer 404.
     """
     publisher = crl_publisher or CrlPublisher(ca, status_source, clock)
     issuers = {issuer.id: issuer for issuer in hierarchy.issuers}
@@ -231,7 +278,29 @@ def build_management_app(
         record = await run_in_threadpool(status_source.get_certificate, serial)
         if record is None:
             return _not_found("no certificate with that serial")
-        return JSONResponse(_status_document(record))
+        return JSONResponse(_status_document(record, clock.now()))
+
+    async def renewal_window(request: Request) -> Response:
+        serial = _canonical_serial(request.path_params["serial"])
+        if renewal_windows is None or serial is None:
+            return _not_found("no certificate with that serial")
+        start: datetime | None = None
+        end: datetime | None = None
+        if request.method == "POST":
+            body = await _read_limited(request, MAX_WINDOW_BODY_BYTES)
+            parsed = None if body is None else _parse_window(body)
+            if parsed is None:
+                return _problem(413, "Payload Too Large", "a window body is two timestamps")
+            if isinstance(parsed, str):
+                return _problem(400, "Bad Request", parsed)
+            start, end = parsed
+        try:
+            record = await run_in_threadpool(
+                renewal_windows.set_renewal_window, serial, start, end
+            )
+        except StaleState:
+            return _not_found("no certificate with that serial")
+        return JSONResponse(_status_document(record, clock.now()))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -257,6 +326,7 @@ def build_management_app(
         Route("/aia/{issuer_id}.der", aia, methods=["GET"]),
         Route("/crl/{issuer_id}.crl", crl, methods=["GET"]),
         Route("/cert-status-by-serial/{serial}", cert_status, methods=["GET"]),
+        Route("/renewal-info/{serial}", renewal_window, methods=["POST", "DELETE"]),
         Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(
@@ -265,6 +335,19 @@ def build_management_app(
     )
     app.state.crl_publisher = publisher
     return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it exceeds ``limit`` bytes (stop reading
+    there instead of buffering whatever a client keeps sending)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def invalidate_crl(app: Starlette, issuer_id: str) -> None:

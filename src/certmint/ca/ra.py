@@ -393,11 +393,11 @@ class RegistrationAuthority:
         except AlreadyReplaced as exc:
             # Lost a race with another replacing order between the check above
             # and this transaction: nothing was written; the order fails.
-            problem = errors.AlreadyReplaced(
+            refusal = errors.AlreadyReplaced(
                 f"certificate {exc.serial} was already replaced by another order"
             )
-            self._sa.fail_finalize(order.id, problem.problem().to_json_text())
-            raise problem from None
+            self._sa.fail_finalize(order.id, refusal.problem().to_json_text())
+            raise refusal from None
         except Exception as exc:  # includes DuplicateSerial: nothing was written
             log.exception("issuance for order %s failed", order.id)
             problem = Problem(ProblemType.SERVER_INTERNAL, "issuance failed inside the CA", 500)
