@@ -212,8 +212,7 @@ class Rfc2136Authenticator:
                 )
             except (binascii.Error, ValueError, dns.exception.DNSException) as exc:
                 raise ClientError(
-                    f"the TSIG key {creds.key_name!r} in the credentials file is not "
-                    f"usable: {exc}"
+                    f"the TSIG key {creds.key_name!r} in the credentials file is not usable: {exc}"
                 ) from exc
         return self._keyring
 
@@ -283,9 +282,7 @@ class Rfc2136Authenticator:
             if (
                 response.rcode() == dns.rcode.NOERROR
                 and response.flags & dns.flags.AA
-                and response.get_rrset(
-                    response.answer, guess, dns.rdataclass.IN, dns.rdatatype.SOA
-                )
+                and response.get_rrset(response.answer, guess, dns.rdataclass.IN, dns.rdatatype.SOA)
                 is not None
             ):
                 self._zones[base] = guess
