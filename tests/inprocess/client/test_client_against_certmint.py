@@ -7,6 +7,7 @@ answers http-01 on the port the CA's VA dials.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from cryptography.x509.oid import NameOID
 from certmint.client.acme import AcmeClient, ari_cert_id
 from certmint.client.errors import AcmeProblemError
 from certmint.client.session import AcmeSession
+from certmint.protocol.b64 import b64url_decode
 from certmint.protocol.jwk import generate_private_key
 from certmint.protocol.messages import Identifier
-from certmint.testing.harness import LoopbackCA, running_ca
+from certmint.testing.harness import LoopbackCA, program_path, running_ca
 
 from .acme_flow import authorize_http01, obtain, san_names
 
@@ -227,3 +229,30 @@ def test_authorization_reuse_is_handled(ca: LoopbackCA, new_client: ClientFactor
     _, order = client.new_order([Identifier("dns", names[0])])
     for authz_url in order.authorizations:
         assert authorize_http01(client, authz_url, ca.challtestsrv_management_url).status == "valid"
+
+
+def test_external_account_binding(tmp_path: Path) -> None:
+    with running_ca(tmp_path / "eab-ca", serve_args=("--workers", "1", "--eab-required")) as eab_ca:
+        created = subprocess.run(
+            [program_path("certmint-ca"), "eab", "create", "--data-dir", str(eab_ca.data_dir)],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        fields = dict(line.split(": ", 1) for line in created.stdout.splitlines())
+        eab = (fields["kid"], b64url_decode(fields["hmac-key"]))
+        keys = [generate_private_key("ES256") for _ in range(3)]
+        sessions = [
+            AcmeSession(eab_ca.directory_url, key, verify=str(eab_ca.root_pem_path)) for key in keys
+        ]
+        try:
+            refused, bound, second = (AcmeClient(s) for s in sessions)
+            with pytest.raises(AcmeProblemError) as caught:
+                refused.register(agree_tos=True)
+            assert caught.value.problem.type == "externalAccountRequired"
+            url, account = bound.register(agree_tos=True, eab=eab)
+            assert account.status == "valid" and bound.session.kid == url
+            # The key binds one account only.
+            with pytest.raises(AcmeProblemError):
+                second.register(agree_tos=True, eab=eab)
+        finally:
+            for session in sessions:
+                session.close()
