@@ -21,7 +21,13 @@ from certmint.ca.storage import (
     migrate,
 )
 from certmint.ca.storage.engine import create_storage_engine
-from certmint.ca.storage.records import FINALIZE_PROCESSING, FINALIZE_VALID
+from certmint.ca.storage.records import (
+    FINALIZE_PROCESSING,
+    FINALIZE_VALID,
+    AccountRecord,
+    CertificateRecord,
+    OrderRecord,
+)
 from certmint.ca.storage.schema import certificates, to_micros
 
 from .storage_builders import (
@@ -44,7 +50,7 @@ class Backend(Protocol):
     def open(self) -> StorageAuthority: ...
 
 
-def _issued(sa: StorageAuthority) -> tuple[Any, Any]:
+def _issued(sa: StorageAuthority) -> tuple[AccountRecord, CertificateRecord]:
     """An account and one certificate issued to it (through finalize)."""
     account = new_account(sa)
     order = new_order(sa, account)
@@ -54,8 +60,10 @@ def _issued(sa: StorageAuthority) -> tuple[Any, Any]:
     return account, cert
 
 
-def _processing_order_of(sa: StorageAuthority, account: Any, **kw: object) -> Any:
-    order = new_order(sa, account, **kw)
+def _processing_order_of(
+    sa: StorageAuthority, account: AccountRecord, replaces: str | None = None
+) -> OrderRecord:
+    order = new_order(sa, account, replaces=replaces)
     assert sa.begin_finalize(order.id)
     return replace(order, finalize_state=FINALIZE_PROCESSING)
 
@@ -71,7 +79,7 @@ def _certificate_count(sa: StorageAuthority) -> int:
 def test_new_certificate_has_no_window_and_is_not_replaced(sa: StorageAuthority) -> None:
     _, cert = _issued(sa)
     stored = sa.get_certificate(cert.serial)
-    assert stored == cert
+    assert stored is not None and stored == cert
     assert stored.ari_window_start is None and stored.ari_window_end is None
     assert stored.replaced_by_order is None
 
@@ -138,11 +146,12 @@ def test_race_replacing_one_certificate_has_one_winner(sa: StorageAuthority) -> 
     orders = [_processing_order_of(sa, account) for _ in range(RACERS)]
 
     def attempt(i: int) -> str | None:
+        order_id: str = orders[i].id
         try:
             sa.complete_finalize(orders[i].id, make_cert(orders[i]), replaces_serial=old.serial)
         except AlreadyReplaced:
             return None
-        return orders[i].id
+        return order_id
 
     winners = [w for w in race(RACERS, attempt) if w is not None]
     assert len(winners) == 1
