@@ -176,6 +176,7 @@ class AcmeSession:
         clock: Clock | None = None,
         http: httpx.Client | None = None,
         max_bad_nonce_retries: int = MAX_BAD_NONCE_RETRIES,
+        trust_env: bool = False,
     ) -> None:
         self.directory_url = directory_url
         self.key: PrivateKey = key
@@ -195,8 +196,12 @@ class AcmeSession:
                 verify=_tls_setting(verify),
                 timeout=httpx.Timeout(timeout),
                 headers={"User-Agent": user_agent},
+                # ACME never redirects; a 3xx is reported, not followed.
                 follow_redirects=False,
-                trust_env=False,
+                # Proxy and CA-bundle variables (HTTPS_PROXY, SSL_CERT_FILE)
+                # only when the CLI asks: nothing below it reads the
+                # environment (DESIGN.md §2).
+                trust_env=trust_env,
             )
         self._http = http
 
@@ -246,7 +251,7 @@ class AcmeSession:
         new_nonce = self.directory.new_nonce
         if not self._nonces:
             response = self._send("HEAD", new_nonce)
-            if response.is_error:
+            if not response.is_success:
                 self._raise_for(response, new_nonce)
             if not self._nonces:
                 raise ClientError(f"{_host_of(new_nonce)} gave no usable Replay-Nonce")
@@ -297,7 +302,7 @@ class AcmeSession:
     def get(self, url: str) -> httpx.Response:
         """An unauthenticated GET (directory, renewalInfo, RFC 8555 §6.3)."""
         response = self._send("GET", url)
-        if response.is_error:
+        if not response.is_success:
             self._raise_for(response, url)
         return response
 
@@ -328,7 +333,7 @@ class AcmeSession:
                 signing_key, payload, url=url, nonce=self._take_nonce(), kid=kid
             )
             response = self._send("POST", url, content=body, headers=headers)
-            if not response.is_error:
+            if response.is_success:
                 return response
             problem = self._problem_of(response)
             # §6.5: the error response carries a fresh nonce (now pooled),

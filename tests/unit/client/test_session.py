@@ -268,3 +268,11 @@ def test_ca_bundle_path_that_cannot_be_read_is_a_client_error(tmp_path: object) 
 
     with pytest.raises(ClientError, match="cannot read the CA bundle"):
         AcmeSession(BASE, ec.generate_private_key(ec.SECP256R1()), verify="/nonexistent/ca.pem")
+
+
+def test_redirects_are_reported_not_followed() -> None:
+    ca = ScriptedCA()
+    ca.on("/thing", httpx.Response(301, headers={"Location": "http://elsewhere.test/thing"}))
+    with ca.session() as session, pytest.raises(ClientError, match="HTTP 301"):
+        session.post(f"{BASE}/thing", {})
+    assert len(ca.posts("/thing")) == 1
