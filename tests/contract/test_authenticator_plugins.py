@@ -5,6 +5,7 @@ dns-rfc2136's credentials and TSIG handling against the real Knot server."""
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import os
 import socket
 import ssl
@@ -19,7 +20,9 @@ import dns.query
 import dns.tsigkeyring
 import dns.update
 import pytest
+from cryptography import x509
 
+from certmint.client.authenticators.base import ChallengeTask
 from certmint.client.authenticators.dns_rfc2136 import Rfc2136Authenticator
 from certmint.client.authenticators.manual import ManualAuthenticator
 from certmint.client.authenticators.standalone import StandaloneAuthenticator
@@ -83,8 +86,8 @@ def test_standalone_serves_two_tokens_at_once_and_nothing_else() -> None:
         assert port is not None
         results: dict[str, bool] = {}
 
-        def fetch(task_name: str, task: object) -> None:
-            results[task_name] = http01_visible(lambda: port, task)  # type: ignore[arg-type]
+        def fetch(task_name: str, task: ChallengeTask) -> None:
+            results[task_name] = http01_visible(lambda: port, task)
 
         threads = [
             threading.Thread(target=fetch, args=(name, task))
@@ -139,6 +142,43 @@ def test_standalone_tls_alpn_refuses_unknown_names() -> None:
                 context.wrap_socket(raw, server_hostname=sni),
             ):
                 pass
+    finally:
+        authenticator.cleanup([task])
+
+
+def test_standalone_tls_alpn_for_an_ip_answers_its_reverse_name() -> None:
+    """RFC 8738 §6: the validator's SNI is the reverse-DNS name of the address,
+    and the certificate carries the address as an iPAddress SAN."""
+    authenticator = StandaloneAuthenticator(http01_address="127.0.0.1", tlsalpn01_port=0)
+    task = make_task("tls-alpn-01", "192.0.2.7")
+    authenticator.perform([task])
+    try:
+        port = authenticator.tlsalpn01_bound_port
+        assert port is not None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols([ACME_TLS_ALPN_PROTOCOL])
+        with (
+            socket.create_connection(("127.0.0.1", port), 2.0) as raw,
+            context.wrap_socket(raw, server_hostname="7.2.0.192.in-addr.arpa") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        sans = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+        assert sans.value.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("192.0.2.7")]
+    finally:
+        authenticator.cleanup([task])
+
+
+def test_standalone_without_an_address_listens_everywhere() -> None:
+    authenticator = StandaloneAuthenticator(http01_port=0)
+    task = make_task("http-01", "a.example.com")
+    authenticator.perform([task])
+    try:
+        assert http01_visible(lambda: authenticator.http01_bound_port, task)
     finally:
         authenticator.cleanup([task])
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.server
+import ipaddress
 import logging
 import os
 import shutil
@@ -119,10 +120,17 @@ class _Listener:
 
 def _bind(address: str, port: int) -> socket.socket:
     # certbot's standalone listens on every address, IPv6 and IPv4, when none is given.
-    if not address and socket.has_dualstack_ipv6():
-        return socket.create_server(
-            ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=128
-        )
+    if not address:
+        if socket.has_dualstack_ipv6():
+            try:
+                return socket.create_server(
+                    ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=128
+                )
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+                # IPv6 switched off on this host: IPv4 alone will do.
+        return socket.create_server(("0.0.0.0", port), backlog=128)  # noqa: S104
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     return socket.create_server((address, port), family=family, backlog=128)
 
@@ -273,6 +281,15 @@ def _normalise_sni(name: str) -> str:
     return name.strip().lower().rstrip(".")
 
 
+def _sni_of(task: ChallengeTask) -> str:
+    """The SNI a validator sends: the name itself, or for an IP identifier its
+    reverse-DNS name (RFC 8738 §6)."""
+    try:
+        return ipaddress.ip_address(task.domain.strip("[]")).reverse_pointer
+    except ValueError:
+        return _normalise_sni(task.validation_name or task.domain)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write 0600 via a temporary file in the same directory, fsync, rename."""
     temp = path.with_name(path.name + ".tmp")
@@ -345,9 +362,7 @@ class StandaloneAuthenticator:
                         # tls-alpn-01 is checked on the identifier's address, so it
                         # binds where http-01 does.
                         self._tls = _TlsAlpn01Responder(self._address, self._tlsalpn01_port)
-                    self._tls.add(
-                        _normalise_sni(task.validation_name), task.domain, task.key_authorization
-                    )
+                    self._tls.add(_sni_of(task), task.domain, task.key_authorization)
 
     def cleanup(self, tasks: Sequence[ChallengeTask]) -> None:
         with self._lock:
@@ -355,7 +370,7 @@ class StandaloneAuthenticator:
                 if task.challenge_type == "http-01" and self._http is not None:
                     self._http.responses.pop(http01_path(task.token), None)
                 elif task.challenge_type == "tls-alpn-01" and self._tls is not None:
-                    self._tls.discard(_normalise_sni(task.validation_name))
+                    self._tls.discard(_sni_of(task))
             # A responder with nothing left to answer frees its port at once.
             if self._http is not None and not self._http.responses:
                 self._http.stop()
