@@ -375,7 +375,13 @@ class AcmeClient:
                 break
             # §6.3 / RFC 9110 §10.2.3: the CA may say when to look again.
             retry_after = self.session.retry_after(response)
-            wait = delay if retry_after is None else min(retry_after, RETRY_AFTER_CAP_SECONDS)
+            # A Retry-After of 0 (or a date in the past) must not turn this
+            # into a busy loop: never less than the first delay.
+            wait = (
+                delay
+                if retry_after is None
+                else max(min(retry_after, RETRY_AFTER_CAP_SECONDS), POLL_FIRST_DELAY_SECONDS)
+            )
             self._sleep(min(wait, remaining))
             delay = min(delay * POLL_BACKOFF_FACTOR, POLL_MAX_DELAY_SECONDS)
         status = clean_text(str(getattr(resource, "status", "unknown")), 40)

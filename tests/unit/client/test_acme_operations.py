@@ -205,13 +205,15 @@ def test_polling_honours_retry_after_capped_at_ten_seconds() -> None:
         "/order/1",
         ok(order_doc("processing"), headers={"Retry-After": "3"}),
         ok(order_doc("processing"), headers={"Retry-After": "3600"}),
+        ok(order_doc("processing"), headers={"Retry-After": "0"}),
         ok(order_doc("processing")),
         ok(order_doc("valid", certificate=f"{BASE}/cert/1")),
     )
     client, fake = client_for(ca)
     order = client.poll_order(f"{BASE}/order/1")
     assert order.status == "valid"
-    assert fake.sleeps == [3.0, 10.0, 0.1125]
+    # 0 is raised to the first delay: a CA cannot make us spin.
+    assert fake.sleeps == [3.0, 10.0, 0.05, 0.16875]
 
 
 def test_polling_gives_up_at_the_timeout() -> None:
