@@ -212,7 +212,9 @@ def quote_value(value: str, *, multiline: bool = True) -> str:
     if multiline and (("'" in value and '"' in value) or "\n" in value):
         if '"""' in value and "'''" in value:
             raise ConfSyntaxError(f"{value!r} holds both kinds of triple quote")
-        return f"'''{value}'''" if '"""' in value else f'"""{value}"""'
+        # configobj prefers '''; it would wrap a value holding ''' in ''' too,
+        # which does not read back, so there we switch to """.
+        return f'"""{value}"""' if "'''" in value else f"'''{value}'''"
     if "\n" in value:
         raise ConfSyntaxError(f"{value!r} holds a line break and cannot be a list item")
     if value[0] in _EDGE_CHARACTERS or value[-1] in _EDGE_CHARACTERS or "," in value:

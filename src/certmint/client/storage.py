@@ -559,20 +559,21 @@ class CertStore:
         return versions
 
     def _prune(self, archive: Path, current: int) -> None:
-        """Keep versions current-5 … current; drop older ones and any higher
-        leftovers. A kept file that certbot made a symlink to an older key
-        (--reuse-key) keeps its target."""
-        keep_from = current - (VERSIONS_KEPT - 1)
-        kept: set[str] = set()
-        doomed: list[str] = []
+        """Keep the current version and the five complete versions before it;
+        drop older ones, incomplete ones (a killed run's) and any higher. A kept
+        file that certbot made a symlink to an older key (--reuse-key) keeps
+        its target."""
+        files: dict[int, list[str]] = {}
         for entry in os.listdir(archive):
             match = _ARCHIVE_FILE.fullmatch(entry)
-            if match is None:
-                continue
-            if keep_from <= int(match.group(2)) <= current:
-                kept.add(entry)
-            else:
-                doomed.append(entry)
+            if match is not None:
+                files.setdefault(int(match.group(2)), []).append(entry)
+        complete_before = sorted(
+            (v for v, entries in files.items() if v < current and len(entries) == len(KINDS)),
+            reverse=True,
+        )
+        keep_versions = {current, *complete_before[: VERSIONS_KEPT - 1]}
+        kept = [e for v in keep_versions for e in files.get(v, [])]
         protected: set[str] = set()
         for entry in kept:
             target = archive / entry
@@ -581,10 +582,13 @@ class CertStore:
                     break
                 target = archive / os.path.basename(os.readlink(target))
                 protected.add(target.name)
-        for entry in doomed:
-            if entry not in protected:
-                with contextlib.suppress(FileNotFoundError):
-                    (archive / entry).unlink()
+        for version, entries in files.items():
+            if version in keep_versions:
+                continue
+            for entry in entries:
+                if entry not in protected:
+                    with contextlib.suppress(FileNotFoundError):
+                        (archive / entry).unlink()
         fsync_directory(archive)
 
     def _repair_links(self, name: str) -> None:
