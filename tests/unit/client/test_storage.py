@@ -93,7 +93,7 @@ def test_save_new_writes_certbots_layout(store: CertStore, paths: Paths) -> None
 
 def test_load_exists_and_lineages(store: CertStore) -> None:
     assert store.lineages() == [] and not store.exists(NAME)
-    with pytest.raises(ClientError, match="no certificate named example.com"):
+    with pytest.raises(ClientError, match=r"no certificate named example\.com"):
         store.load(NAME)
     saved = store.save_new(NAME, **issue().files(), params=params())
     other = store.save_new("b.example", **issue(["b.example"]).files(), params=params())
