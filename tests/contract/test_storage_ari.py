@@ -6,6 +6,7 @@ upgrading a database that already holds data."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -50,12 +51,14 @@ class Backend(Protocol):
     def open(self) -> StorageAuthority: ...
 
 
-def _issued(sa: StorageAuthority) -> tuple[AccountRecord, CertificateRecord]:
+def _issued(
+    sa: StorageAuthority, serial: str | None = None
+) -> tuple[AccountRecord, CertificateRecord]:
     """An account and one certificate issued to it (through finalize)."""
     account = new_account(sa)
     order = new_order(sa, account)
     assert sa.begin_finalize(order.id)
-    cert = make_cert(order)
+    cert = make_cert(order, serial)
     sa.complete_finalize(order.id, cert)
     return account, cert
 
@@ -207,3 +210,43 @@ def test_migration_0002_upgrades_a_database_with_data(backend: Backend) -> None:
         assert updated.ari_window_end == T0 + 2 * DAY
     finally:
         sa.close()
+
+
+# --- the operator's command line ------------------------------------------------
+
+
+def test_admin_renewal_window_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from certmint.ca.cli import main
+    from certmint.ca.issuance.profile import serial_to_string
+    from certmint.ca.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'certmint.db'}"
+    sa = open_storage(url)
+    try:
+        # The SA's serial form, as issuance writes it (zero-padded hex).
+        _, cert = _issued(sa, serial_to_string(0x16B))
+    finally:
+        sa.close()
+    serial = "16B"
+    base = ["admin", "renewal-window", "--database-url", url, "--serial", serial]
+    assert main([*base, "--start", "2025-04-01T00:00:00Z", "--end", "2025-04-02T00:00:00Z"]) == 0
+    assert "2025-04-01T00:00:00Z .. 2025-04-02T00:00:00Z" in capsys.readouterr().out
+    sa = open_storage(url)
+    try:
+        stored = sa.get_certificate(cert.serial)
+        assert stored is not None and stored.ari_window_end is not None
+        assert stored.ari_window_end.isoformat() == "2025-04-02T00:00:00+00:00"
+    finally:
+        sa.close()
+    assert main([*base, "--clear"]) == 0
+    assert "default renewal window" in capsys.readouterr().out
+    refusals = [
+        [*base],
+        [*base, "--clear", "--start", "2025-04-01T00:00:00Z"],
+        [*base, "--start", "2025-04-02T00:00:00Z", "--end", "2025-04-01T00:00:00Z"],
+        [*base, "--start", "tomorrow", "--end", "2025-04-01T00:00:00Z"],
+        [*base[:-1], "zz", "--clear"],
+        [*base[:-1], "abcdef", "--clear"],  # no such certificate
+    ]
+    for argv in refusals:
+        assert main(argv) == 2, argv

@@ -81,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd = eab_sub.add_parser(name, help=text)
         cmd.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
         cmd.add_argument("--database-url")
+
+    admin = sub.add_parser("admin", help="operator actions on the CA's records")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    window = admin_sub.add_parser(
+        "renewal-window",
+        help="set (or --clear) a certificate's ARI renewal window (RFC 9773)",
+    )
+    window.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    window.add_argument("--database-url")
+    window.add_argument("--serial", required=True, help="hex serial")
+    window.add_argument("--start", help="RFC 3339, e.g. 2026-01-02T00:00:00Z")
+    window.add_argument("--end", help="RFC 3339, after --start")
+    window.add_argument("--clear", action="store_true", help="back to the default window")
     return parser
 
 
@@ -100,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "eab":
             return _eab(args)
+        if args.command == "admin":
+            return _renewal_window(args)
     except CliError as exc:
         print(f"certmint-ca: {exc}", file=sys.stderr)
         return 2
@@ -140,6 +155,51 @@ def _eab(args: argparse.Namespace) -> int:
                 print(f"{key.kid}  created {key.created_at:%Y-%m-%d %H:%M}  {bound}")
     finally:
         sa.close()
+    return 0
+
+
+def _renewal_window(args: argparse.Namespace) -> int:
+    """The management API's POST/DELETE /renewal-info/<serial>, for an
+    operator with the database but no running CA."""
+    from certmint.ca.storage import StaleState, open_storage
+    from certmint.protocol.messages import MessageError, parse_rfc3339
+
+    if args.clear == (args.start is not None or args.end is not None):
+        raise CliError("give --start and --end, or --clear")
+    start = end = None
+    if not args.clear:
+        if args.start is None or args.end is None:
+            raise CliError("give both --start and --end")
+        try:
+            start, end = parse_rfc3339(args.start), parse_rfc3339(args.end)
+        except MessageError as exc:
+            raise CliError(str(exc)) from None
+        if not start < end:
+            raise CliError("--end must be after --start")
+    from certmint.ca.issuance.profile import SERIAL_BYTES, serial_to_string
+
+    text = str(args.serial).lower().removeprefix("0x")
+    if not text or len(text) > 40 or any(c not in "0123456789abcdef" for c in text):
+        raise CliError("--serial must be the certificate's serial in hex")
+    value = int(text, 16)
+    if value <= 0 or value.bit_length() > SERIAL_BYTES * 8:
+        raise CliError(f"no certificate with serial {text}")
+    serial = serial_to_string(value)
+    data_dir = Path(args.data_dir).resolve()
+    sa = open_storage(_database_url(args, data_dir))
+    try:
+        record = sa.set_renewal_window(serial, start, end)
+    except StaleState:
+        raise CliError(f"no certificate with serial {serial}") from None
+    finally:
+        sa.close()
+    if record.ari_window_start is None or record.ari_window_end is None:
+        print(f"{record.serial}: default renewal window")
+    else:
+        print(
+            f"{record.serial}: renewal window {record.ari_window_start:%Y-%m-%dT%H:%M:%SZ}"
+            f" .. {record.ari_window_end:%Y-%m-%dT%H:%M:%SZ}"
+        )
     return 0
 
 
