@@ -173,6 +173,34 @@ def _upgrade(engine: Engine, revision: str) -> None:
         command.upgrade(config, revision)
 
 
+def test_migration_0002_downgrades_cleanly(backend: Backend) -> None:
+    sa = backend.open()  # at head, with a certificate carrying the new fields
+    try:
+        _, cert = _issued(sa)
+        sa.set_renewal_window(cert.serial, T0, T0 + HOUR)
+    finally:
+        sa.close()
+    engine = create_storage_engine(backend.url, connect_args=backend.connect_args)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0001")
+        with engine.connect() as conn:
+            columns = set(conn.execute(text("SELECT * FROM certificates")).keys())
+            assert not columns & {"ari_window_start", "ari_window_end", "replaced_by_order"}
+            assert conn.execute(text("SELECT serial FROM certificates")).scalar_one() == cert.serial
+        migrate(engine)
+    finally:
+        engine.dispose()
+    sa = backend.open()
+    try:
+        assert sa.get_certificate(cert.serial) == cert
+    finally:
+        sa.close()
+
+
 def test_migration_0002_upgrades_a_database_with_data(backend: Backend) -> None:
     engine = create_storage_engine(backend.url, connect_args=backend.connect_args)
     try:
