@@ -1,15 +1,64 @@
-"""``certmint``: the agent (certbot's role). It arrives in the next release."""
+"""``certmint``: the agent (certbot's role).
+
+The top of the program: reads flags, the terminal and the environment, and
+turns every failure into one plain line (``-v`` adds the traceback).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
+
+from certmint.client.errors import ClientError
+from certmint.client.options import parse
+from certmint.client.ui import Terminal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print(
-        "certmint: the agent is not there yet; until it is, use certbot or lego "
-        "with certmint-ca (see README.md)",
-        file=sys.stderr,
+    args = parse(sys.argv[1:] if argv is None else argv)
+    term = Terminal(
+        interactive=not args.non_interactive and sys.stdin.isatty() and sys.stdout.isatty(),
+        quiet=args.quiet,
+        verbose=args.verbose > 0,
     )
-    return 2
+    from certmint.client.commands import COMMANDS
+    from certmint.client.context import Context
+
+    ctx = Context.from_args(args, term)
+    try:
+        _log_to_file(ctx)
+        return COMMANDS[args.verb](ctx)
+    except ClientError as exc:
+        term.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        term.error("interrupted; nothing was left half-done")
+        return 130
+    except Exception as exc:  # one line; -v shows the traceback
+        logging.getLogger("certmint").exception("unexpected error")
+        if args.verbose:
+            traceback.print_exc()
+        term.error(f"unexpected error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        ctx.close()
+
+
+def _log_to_file(ctx: object) -> None:
+    from certmint.client.context import Context
+
+    assert isinstance(ctx, Context)
+    try:
+        ctx.paths.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = RotatingFileHandler(
+            ctx.paths.logs_dir / "certmint.log", maxBytes=1 << 20, backupCount=5
+        )
+    except OSError as exc:
+        raise ClientError(f"cannot write logs to {ctx.paths.logs_dir}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("certmint")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)

@@ -24,6 +24,6 @@ def describe_problem(problem: Problem) -> str:
     for sub in problem.subproblems or (problem,):
         where = f"{sub.identifier[1]}: " if sub.identifier else ""
         parts.append(f"{where}{sub.detail or sub.type} ({sub.type})")
-    if problem.subproblems and problem.detail:
+    if len(problem.subproblems) > 1 and problem.detail:
         return f"{problem.detail}: " + "; ".join(parts)
     return "; ".join(parts)
