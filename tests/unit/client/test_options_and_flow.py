@@ -80,7 +80,9 @@ def test_problem_sentences_name_the_identifier() -> None:
         "rejectedIdentifier",
         "bad name",
         400,
-        subproblems=(Problem("rejectedIdentifier", "bad name", 400, identifier=("dns", "x_y.com")),),
+        subproblems=(
+            Problem("rejectedIdentifier", "bad name", 400, identifier=("dns", "x_y.com")),
+        ),
     )
     assert describe_problem(single) == "x_y.com: bad name (rejectedIdentifier)"
     assert str(AcmeProblemError(Problem("unauthorized", "no", 403))) == "no (unauthorized)"
