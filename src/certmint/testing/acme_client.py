@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certmint.protocol.b64 import b64url_encode
-from certmint.protocol.jwk import PrivateKey, generate_private_key, jwk_from_public_key, jwk_thumbprint
+from certmint.protocol.jwk import (
+    PrivateKey,
+    generate_private_key,
+    jwk_from_public_key,
+    jwk_thumbprint,
+)
 from certmint.protocol.jws import sign_eab, sign_jws
 
 JOSE = "application/jose+json"
@@ -110,7 +115,9 @@ class RawAcmeClient:
         if raw_body is None:
             use_nonce = await self.nonce() if nonce is _UNSET else nonce
             raw_body = self.body(url, payload, nonce=use_nonce, **sign_options)
-        response = await self.http.post(url, content=raw_body, headers={"Content-Type": content_type})
+        response = await self.http.post(
+            url, content=raw_body, headers={"Content-Type": content_type}
+        )
         if "Replay-Nonce" in response.headers:
             self._nonce = response.headers["Replay-Nonce"]
         return response
