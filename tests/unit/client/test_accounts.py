@@ -87,7 +87,9 @@ def test_certbot_reads_our_files_and_agrees_on_the_id(
 ) -> None:
     ident = accounts.save(SERVER, ACCOUNT_URL, key, BODY)
     directory = paths.accounts_dir / server_path(SERVER) / ident
-    jwk = josepy.JWK.json_loads((directory / "private_key.json").read_text())
+    jwk = josepy.JWK.json_loads(  # type: ignore[attr-defined]
+        (directory / "private_key.json").read_text()
+    )
     regr = messages.RegistrationResource.json_loads((directory / "regr.json").read_text())
     meta = Account.Meta.json_loads((directory / "meta.json").read_text())
     certbot_account = Account(regr, jwk, meta)

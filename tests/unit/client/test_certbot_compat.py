@@ -44,7 +44,7 @@ def ca_and_webroot(tmp_path: Path) -> Iterator[tuple[LoopbackCA, Path]]:
                 "--directory",
                 str(webroot),
                 str(ca.http01_port),
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

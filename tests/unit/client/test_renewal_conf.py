@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-import configobj
+import configobj  # type: ignore[import-untyped]
 import pytest
 
 from certmint.client.renewal_conf import (
@@ -20,7 +20,10 @@ from certmint.client.renewal_conf import (
 
 
 def configobj_reads(text: str) -> dict[str, object]:
-    return configobj.ConfigObj(text.splitlines(), encoding="utf-8", raise_errors=True).dict()
+    parsed: dict[str, object] = configobj.ConfigObj(
+        text.splitlines(), encoding="utf-8", raise_errors=True
+    ).dict()
+    return parsed
 
 
 READ_CASES = [

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import configobj
+import configobj  # type: ignore[import-untyped]
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

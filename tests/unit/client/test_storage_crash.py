@@ -43,8 +43,8 @@ def crash_on_step(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
 
         return operation
 
-    monkeypatch.setattr(storage, "write_atomically", wrap(storage.write_atomically))
-    monkeypatch.setattr(storage, "replace_symlink", wrap(storage.replace_symlink))
+    for name in ("write_atomically", "replace_symlink"):
+        monkeypatch.setattr(storage, name, wrap(getattr(storage, name)))
     return count
 
 
