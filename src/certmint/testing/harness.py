@@ -292,6 +292,7 @@ def running_ca(
     *,
     serve_args: Sequence[str] = (),
     challtestsrv_answers_challenges: bool = False,
+    dns_resolver: str | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
 ) -> Iterator[LoopbackCA]:
     """Start ``certmint-challtestsrv`` and ``certmint-ca serve``; stop both on exit.
@@ -303,7 +304,11 @@ def running_ca(
     ``challtestsrv_answers_challenges`` the challenge test server listens on
     those ports instead, for tests that provision responses through its
     management API. ``serve_args`` are appended to ``certmint-ca serve``
-    (e.g. ``--eab-required``, chaos flags).
+    (e.g. ``--eab-required``, chaos flags). ``dns_resolver`` (``HOST:PORT``)
+    makes the CA resolve through another DNS server instead of the challenge
+    test server's, e.g. a real authoritative server that takes RFC 2136
+    updates for dns-01 (``--dns-resolver`` accumulates, so it cannot be
+    overridden through ``serve_args``).
 
     If the ``with`` body raises, both logs are printed before they are stopped.
     """
@@ -341,7 +346,7 @@ def running_ca(
         "--data-dir", str(data_dir),
         "--listen", f"{LOOPBACK}:{acme_port}",
         "--management-listen", f"{LOOPBACK}:{management_port}",
-        "--dns-resolver", f"{LOOPBACK}:{dns_port}",
+        "--dns-resolver", dns_resolver or f"{LOOPBACK}:{dns_port}",
         "--http01-port", str(http01_port),
         "--tlsalpn01-port", str(tlsalpn01_port),
         "--allow-private-addresses",

@@ -230,6 +230,8 @@ def running_pebble(
     authz_reuse_percent: int | None = None,
     eab_keys: Mapping[str, bytes] | None = None,
     challtestsrv_answers_challenges: bool = True,
+    dns_server: str | None = None,
+    http01_port: int | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
 ) -> Iterator[RunningPebble]:
     """Start ``certmint-challtestsrv`` and ``pebble``; stop both on exit.
@@ -241,11 +243,18 @@ def running_pebble(
     ``eab_keys`` (key id → HMAC key) turns External Account Binding on and
     makes it required. Without ``challtestsrv_answers_challenges`` the
     http-01 and tls-alpn-01 ports are left for the client under test to bind.
+    ``dns_server`` (``HOST:PORT``) replaces the challenge test server as
+    Pebble's resolver (``-dnsserver``), e.g. a real authoritative server for
+    dns-01; ``http01_port`` makes Pebble validate http-01 on a port someone
+    else already serves (a real web server for webroot).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     pebble_log = work_dir / "pebble.log"
     cts_log = work_dir / "challtestsrv.log"
-    dns_port, acme_port, mgmt_port, http01_port, tlsalpn01_port, cts_port = _distinct_ports(6)
+    dns_port, acme_port, mgmt_port, free_http01_port, tlsalpn01_port, cts_port = (
+        _distinct_ports(6)
+    )
+    http01_port = free_http01_port if http01_port is None else http01_port
     tls_root, tls_cert, tls_key = write_tls_files(work_dir / "pebble-tls")
 
     config: dict[str, object] = {
@@ -290,7 +299,7 @@ def running_pebble(
     pebble_argv = [
         program_path("pebble"),
         "-config", str(config_path),
-        "-dnsserver", f"{LOOPBACK}:{dns_port}",
+        "-dnsserver", dns_server or f"{LOOPBACK}:{dns_port}",
     ]  # fmt: skip
 
     pebble = RunningPebble(
