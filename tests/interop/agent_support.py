@@ -73,6 +73,9 @@ class Agent:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     started: list[subprocess.Popen[str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+
     @property
     def config_dir(self) -> Path:
         return self.base / "config"
@@ -185,9 +188,7 @@ class Agent:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
 
-    def describe(
-        self, argv: Sequence[str], code: int | None, stdout: str, stderr: str
-    ) -> str:
+    def describe(self, argv: Sequence[str], code: int | None, stdout: str, stderr: str) -> str:
         return (
             f"$ {' '.join(argv)}\nexit: {code}\n--- stdout ---\n{stdout}\n"
             f"--- stderr ---\n{stderr}\n--- {self.logs_dir / 'certmint.log'} (tail) ---\n"
@@ -277,10 +278,7 @@ def blocking_hook(path: Path, marker: Path, *, once: bool) -> Path:
     guard = f"if os.path.exists({str(marker)!r}):\n    sys.exit(0)\n" if once else ""
     return write_script(
         path,
-        "import os, sys, time\n"
-        + guard
-        + f"open({str(marker)!r}, 'w').close()\n"
-        "time.sleep(60)\n",
+        "import os, sys, time\n" + guard + f"open({str(marker)!r}, 'w').close()\ntime.sleep(60)\n",
     )
 
 
@@ -363,7 +361,8 @@ def assert_certbot_layout(
 
 
 def serial_of(agent: Agent, name: str) -> int:
-    return x509.load_pem_x509_certificate((agent.live(name) / "cert.pem").read_bytes()).serial_number
+    cert_pem = (agent.live(name) / "cert.pem").read_bytes()
+    return x509.load_pem_x509_certificate(cert_pem).serial_number
 
 
 def listed_names(run: AgentRun) -> list[str]:

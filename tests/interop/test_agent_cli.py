@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,7 +149,12 @@ def pebble_ca(
 
 def revocation_status(ca: CaUnderTest, serial: int) -> str:
     """The CA's own record of the certificate: "Valid" or "Revoked"."""
-    verify: str | bool = str(ca.tls_root_pem_path) if ca.kind == "pebble" else True
+    # Pebble's management port speaks HTTPS under its own TLS root.
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(ca.tls_root_pem_path))
+        if ca.kind == "pebble"
+        else True
+    )
     response = httpx.get(
         f"{ca.management_url}/cert-status-by-serial/{serial:x}", verify=verify, timeout=5.0
     )
@@ -229,16 +235,12 @@ def _lifecycle(agent: Agent, authenticator: str, nginx: Nginx | None, knot: Knot
     obtained = agent.certonly(*flags, *domains)
     assert "Successfully received certificate" in obtained.stdout
     assert str(agent.live(name) / "fullchain.pem") in obtained.stdout
-    first = assert_certbot_layout(
-        agent, name, version=1, names=NAMES, authenticator=recorded
-    )
+    first = assert_certbot_layout(agent, name, version=1, names=NAMES, authenticator=recorded)
 
     # A cron job's renew: no authenticator flags, the renewal conf says how.
     renewed = agent.renew("--force-renewal")
     assert f"{name}: renewed" in renewed.stdout
-    second = assert_certbot_layout(
-        agent, name, version=2, names=NAMES, authenticator=recorded
-    )
+    second = assert_certbot_layout(agent, name, version=2, names=NAMES, authenticator=recorded)
     assert second.serial_number != first.serial_number
     assert all((agent.archive(name) / f"{kind}1.pem").is_file() for kind in KINDS)
     if knot is not None:  # the cleanup removed what the updates added

@@ -3,6 +3,7 @@ register, update_account, show_account, unregister, run."""
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import time
 from collections.abc import Callable
@@ -107,8 +108,28 @@ def _params_from_args(
         manual_auth_hook=args.manual_auth_hook or base.manual_auth_hook,
         manual_cleanup_hook=args.manual_cleanup_hook or base.manual_cleanup_hook,
         dns_rfc2136_credentials=args.dns_rfc2136_credentials or base.dns_rfc2136_credentials,
-        extra=dict(base.extra),
+        extra=_with_challenge_choice(args, base.extra),
     )
+
+
+def _with_challenge_choice(
+    args: argparse.Namespace, stored: dict[str, str | tuple[str, ...]]
+) -> dict[str, str | tuple[str, ...]]:
+    """Record --preferred-challenges and --tls-alpn-01-port for ``renew``.
+
+    Without them a lineage obtained with tls-alpn-01 on a given port was
+    renewed with http-01 on port 80 and failed. certbot keeps the first as
+    ``pref_challs`` (a list); the second is ours (certbot's standalone has no
+    tls-alpn-01), and certbot carries unknown keys through unchanged.
+    """
+    extra = dict(stored)
+    preferred = getattr(args, "preferred_challenges", None)
+    if preferred:
+        extra["pref_challs"] = tuple(p.strip() for p in preferred.split(",") if p.strip())
+    port = getattr(args, "tls_alpn_01_port", None)
+    if port is not None:
+        extra["tls_alpn_01_port"] = str(port)
+    return extra
 
 
 def _obtain_and_save(
@@ -259,8 +280,18 @@ def renew(ctx: Context) -> int:
             client, _ = ctx.account_client(lineage.params.server)
             decision = None if args.force_renewal else _due(ctx, lineage, client)
             if decision is not None and not decision.renew:
-                ctx.term.say(f"{lineage.name}: not due for renewal ({decision.reason})")
-                continue
+                if not args.dry_run:
+                    ctx.term.say(f"{lineage.name}: not due for renewal ({decision.reason})")
+                    continue
+                # certbot's renew --dry-run simulates every renewal, due or not.
+                ctx.term.say(
+                    f"{lineage.name}: not due for renewal ({decision.reason}); "
+                    "simulating it for the dry run"
+                )
+            elif decision is not None:
+                # Say why (ARI window, expiry, a third of the lifetime left), so
+                # the person reading cron mail knows what triggered it.
+                ctx.term.say(f"{lineage.name}: renewal due: {decision.reason}")
             # RFC 9773 §5: tell the CA which certificate this one replaces.
             has_ari = bool(client.session.directory.renewal_info)
             replaces = ari_cert_id(lineage.cert_path.read_bytes()) if has_ari else None

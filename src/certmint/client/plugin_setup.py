@@ -16,22 +16,34 @@ def _pick(flag: object, stored: object, default: object) -> object:
     return flag if flag is not None else (stored if stored not in (None, "") else default)
 
 
+def _stored_preferred(params: RenewalParams | None) -> tuple[str, ...]:
+    """certbot's ``pref_challs`` from the renewal conf: a list, or one string
+    (a hand-edited file may say ``pref_challs = dns-01``)."""
+    stored = params.extra.get("pref_challs") if params else None
+    items = stored.split(",") if isinstance(stored, str) else (stored or ())
+    return tuple(p.strip() for p in items if p.strip())
+
+
 def build_authenticator(
     name: str, args: argparse.Namespace, params: RenewalParams | None, term: Terminal
 ) -> Authenticator:
     preferred = tuple(
         p.strip() for p in (args.preferred_challenges or "").split(",") if p.strip()
-    )
+    ) or _stored_preferred(params)
     if name == "standalone":
         from certmint.client.authenticators.standalone import StandaloneAuthenticator
 
         port = _pick(args.http_01_port, params.http01_port if params else None, 80)
         address = _pick(args.http_01_address, params.http01_address if params else None, "")
-        alpn_port = args.tls_alpn_01_port if args.tls_alpn_01_port is not None else 443
+        alpn_port = _pick(
+            args.tls_alpn_01_port, params.extra.get("tls_alpn_01_port") if params else None, 443
+        )
+        if not str(alpn_port).isdigit():  # a hand-edited renewal conf
+            raise ClientError(f"tls_alpn_01_port = {alpn_port!r} is not a port number")
         return StandaloneAuthenticator(
             http01_address=str(address),
             http01_port=int(str(port)),
-            tlsalpn01_port=alpn_port,
+            tlsalpn01_port=int(str(alpn_port)),
             preferred=preferred or ("http-01", "tls-alpn-01"),
         )
     if name == "webroot":

@@ -62,7 +62,7 @@ def decide_renewal(
         if end > start:
             if end <= now:
                 return RenewalDecision(
-                    True, f"the CA's renewal window ended on {end:%Y-%m-%d %H:%M} UTC", end
+                    True, f"the CA's renewal window ended on {end:%Y-%m-%d %H:%M} UTC (ARI)", end
                 )
             chosen = start + (end - start) * pick
             if now >= chosen:
