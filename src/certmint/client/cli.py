@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context.from_args(args, term)
     try:
         _log_to_file(ctx)
+        logging.getLogger("certmint").info("certmint %s", args.verb)
         return COMMANDS[args.verb](ctx)
     except ClientError as exc:
         term.error(str(exc))

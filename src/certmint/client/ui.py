@@ -7,12 +7,21 @@ when done; without one (cron, CI) each finished step is a plain line, and
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import IO
 
 from rich.console import Console
 from rich.status import Status
+
+# What the person saw also goes to <logs>/certmint.log (cli.py attaches the
+# handler), so a failed cron run can be read afterwards, as with certbot's
+# letsencrypt.log; without this the log held almost nothing.
+_log = logging.getLogger("certmint.ui")
+# Before that handler exists (or in library use) nothing may reach Python's
+# last-resort stderr handler, which would print every error line twice.
+_log.addHandler(logging.NullHandler())
 
 
 class Terminal:
@@ -48,6 +57,7 @@ class Terminal:
             self._console.print(f"… {message}")
 
     def done(self, message: str) -> None:
+        _log.info("%s", message)
         if self.quiet:
             return
         self._stop_status()
@@ -70,6 +80,7 @@ class Terminal:
             self._console.print(message)
 
     def error(self, message: str) -> None:
+        _log.error("%s", message)
         self._stop_status()
         self._errors.print(f"certmint: {message}", markup=False)
 
