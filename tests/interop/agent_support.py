@@ -172,12 +172,21 @@ class Agent:
 
     def kill(self, process: subprocess.Popen[str]) -> None:
         """SIGKILL certmint itself (as a crash or ``kill -9`` would), then
-        whatever it had started (hooks), and reap it."""
+        whatever it had started (hooks), and reap it.
+
+        The manual authenticator runs its hooks in sessions of their own, so
+        killing certmint's process group would miss them: its descendants are
+        found through /proc before certmint dies (after, they are orphans).
+        """
+        orphans = descendants(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=KILL_WAIT_SECONDS)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         process.communicate(timeout=KILL_WAIT_SECONDS)
 
     def stop_all(self) -> None:
@@ -201,6 +210,23 @@ class Agent:
         except OSError:
             return "(no log)"
         return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc), bounded in count."""
+    found: list[int] = []
+    queue = [pid]
+    while queue and len(found) < 1000:
+        parent = queue.pop()
+        children: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with contextlib.suppress(OSError):
+                    text = Path(f"/proc/{parent}/task/{task}/children").read_text()
+                    children += [int(child) for child in text.split()]
+        found += children
+        queue += children
+    return found
 
 
 def _text(value: str | bytes | None) -> str:

@@ -61,6 +61,13 @@ AUTHENTICATORS = (
     "manual-hooks",
     "dns-rfc2136-knot",
 )
+CHALLENGE = {
+    "standalone-http01": "http-01",
+    "standalone-tlsalpn01": "tls-alpn-01",
+    "webroot-nginx": "http-01",
+    "manual-hooks": "http-01",
+    "dns-rfc2136-knot": "dns-01",
+}
 # Every name resolves to 127.0.0.1 through the challenge test server; for
 # dns-01 they live in Knot's example.com zone.
 NAMES = ("www.example.com", "api.example.com")
@@ -147,8 +154,8 @@ def pebble_ca(
         )
 
 
-def revocation_status(ca: CaUnderTest, serial: int) -> str:
-    """The CA's own record of the certificate: "Valid" or "Revoked"."""
+def revocation_status(ca: CaUnderTest, serial: int) -> tuple[str, object]:
+    """The CA's own record of the certificate: ("Valid" or "Revoked", reason code)."""
     # Pebble's management port speaks HTTPS under its own TLS root.
     verify: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=str(ca.tls_root_pem_path))
@@ -159,7 +166,8 @@ def revocation_status(ca: CaUnderTest, serial: int) -> str:
         f"{ca.management_url}/cert-status-by-serial/{serial:x}", verify=verify, timeout=5.0
     )
     assert response.status_code == 200, response.text
-    return str(response.json()["Status"])
+    status = response.json()
+    return str(status["Status"]), status.get("Reason")
 
 
 def authenticator_args(
@@ -234,20 +242,24 @@ def _lifecycle(agent: Agent, authenticator: str, nginx: Nginx | None, knot: Knot
 
     obtained = agent.certonly(*flags, *domains)
     assert "Successfully received certificate" in obtained.stdout
+    for domain in NAMES:
+        assert f"{domain}: validated ({CHALLENGE[authenticator]})" in obtained.stdout
     assert str(agent.live(name) / "fullchain.pem") in obtained.stdout
     first = assert_certbot_layout(agent, name, version=1, names=NAMES, authenticator=recorded)
 
     # A cron job's renew: no authenticator flags, the renewal conf says how.
     renewed = agent.renew("--force-renewal")
     assert f"{name}: renewed" in renewed.stdout
+    for domain in NAMES:  # the same method again, read back from the conf
+        assert f"{domain}: validated ({CHALLENGE[authenticator]})" in renewed.stdout
     second = assert_certbot_layout(agent, name, version=2, names=NAMES, authenticator=recorded)
     assert second.serial_number != first.serial_number
     assert all((agent.archive(name) / f"{kind}1.pem").is_file() for kind in KINDS)
     if knot is not None:  # the cleanup removed what the updates added
         assert knot.txt_values(f"_acme-challenge.{name}") == set()
-    if nginx is not None:
+    if nginx is not None:  # the webroot's challenge files are gone again
         challenge_dir = nginx.webroot / ".well-known" / "acme-challenge"
-        assert not any(challenge_dir.iterdir()) if challenge_dir.is_dir() else True
+        assert not challenge_dir.is_dir() or not any(challenge_dir.iterdir())
 
     listing = agent.run("certificates")
     assert listed_names(listing) == [name]
@@ -255,11 +267,12 @@ def _lifecycle(agent: Agent, authenticator: str, nginx: Nginx | None, knot: Knot
     assert domains_line is not None and sorted(domains_line.group(1).split()) == sorted(NAMES)
     assert str(agent.live(name) / "fullchain.pem") in listing.stdout
 
-    assert revocation_status(ca, second.serial_number) == "Valid"
+    assert revocation_status(ca, second.serial_number)[0] == "Valid"
     agent.run(
         "revoke", "--cert-name", name, "--reason", "keycompromise", "--no-delete-after-revoke"
     )
-    assert revocation_status(ca, second.serial_number) == "Revoked"
+    # RFC 5280 §5.3.1: keyCompromise is reason code 1.
+    assert revocation_status(ca, second.serial_number) == ("Revoked", 1)
     assert current_version(agent, name) == 2  # revoking kept the files, as asked
 
     agent.run("delete", "--cert-name", name)
