@@ -43,7 +43,9 @@ def create_eab_key(ca: LoopbackCA) -> tuple[str, str]:
     return fields["kid"], fields["hmac-key"]
 
 
-def test_certbot_needs_and_uses_an_operator_made_eab_key(eab_ca: LoopbackCA, tmp_path: Path) -> None:
+def test_certbot_needs_and_uses_an_operator_made_eab_key(
+    eab_ca: LoopbackCA, tmp_path: Path
+) -> None:
     refused = subprocess.run(
         [
             program_path("certbot"), "register", "--non-interactive", "--agree-tos",
@@ -52,7 +54,11 @@ def test_certbot_needs_and_uses_an_operator_made_eab_key(eab_ca: LoopbackCA, tmp
             "--work-dir", str(tmp_path / "refused" / "work"),
             "--logs-dir", str(tmp_path / "refused" / "logs"),
         ],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REQUESTS_CA_BUNDLE": str(eab_ca.root_pem_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "REQUESTS_CA_BUNDLE": str(eab_ca.root_pem_path),
+        },
         capture_output=True, text=True, timeout=CLIENT_TIMEOUT_SECONDS, check=False,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import shutil
 import ssl
 import tempfile
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from certmint.client.atomic import write_atomically
 from certmint.protocol.challenges import ACME_TLS_ALPN_PROTOCOL, tls_alpn01_certificate
 from certmint.protocol.jwk import PrivateKey
 
@@ -63,15 +63,8 @@ def sni_key(host: str) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write 0600 via a temporary file in the same directory, fsync, rename."""
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    """Key material for the responder: 0600, written atomically."""
+    write_atomically(path, data, 0o600)
 
 
 class TlsAlpnResponder:

@@ -23,7 +23,6 @@ import errno
 import http.server
 import ipaddress
 import logging
-import os
 import shutil
 import socket
 import ssl
@@ -36,6 +35,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certmint.client.atomic import write_atomically
 from certmint.client.authenticators.base import ChallengeTask
 from certmint.client.errors import ClientError
 from certmint.protocol.challenges import (
@@ -291,15 +291,8 @@ def _sni_of(task: ChallengeTask) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write 0600 via a temporary file in the same directory, fsync, rename."""
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    """Key material for the responder: 0600, written atomically."""
+    write_atomically(path, data, 0o600)
 
 
 class StandaloneAuthenticator:
