@@ -26,7 +26,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_rfc_example_round_trips() -> None:
     assert encode_cert_id(RFC_AKI, 0x87654321) == RFC_CERT_ID
     assert parse_cert_id(RFC_CERT_ID) == CertId(RFC_AKI, 0x87654321)
-    assert parse_cert_id(RFC_CERT_ID).serial_text.endswith("87654321")
+    assert parse_cert_id(RFC_CERT_ID).serial == 0x87654321
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
-"""ACME Renewal Information (ARI, RFC 9773): certificate ids, renewal windows,
+"""ACME Renewal Information (ARI, RFC 9773): renewal windows,
 and the checks behind newOrder's ``replaces``.
 
-The pure part (``encode_cert_id``, ``parse_cert_id``, ``default_window``,
+Certificate ids live in ``protocol.renewal_info`` (the agent sends them too);
+re-exported here. The pure part (``default_window``,
 ``immediate_window``, ``suggested_window``) has no I/O and no clock of its own;
 ``RenewalInfoService`` adds the SA and the issuers, and is what the RA and the
 WFE call. The window rule is documented in ``docs/divergences.md``.
@@ -18,18 +19,26 @@ from certmint.ca import errors
 from certmint.ca.issuance.profile import serial_to_string
 from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord
 from certmint.ca.storage.sa import StorageAuthority
-from certmint.protocol.b64 import b64url_decode, b64url_encode
+from certmint.protocol.renewal_info import (
+    CertId,
+    cert_id_of,
+    encode_cert_id,
+    parse_cert_id,
+)
 from certmint.runtime import Clock
 
-# RFC 5280 §4.1.2.2: a serial is at most 20 octets; its DER content may need
-# one more, the leading zero that keeps a high-bit serial positive.
-MAX_SERIAL_OCTETS = 21
-# RFC 5280 §4.2.1.2 suggests 20-octet key identifiers; allow generous room
-# but bound what a hostile path can make us decode.
-MAX_KEY_IDENTIFIER_OCTETS = 64
-# Unpadded base64url of both parts and the dot: anything longer is refused
-# before decoding.
-MAX_CERT_ID_CHARS = (4 * MAX_KEY_IDENTIFIER_OCTETS + 2) // 3 + 1 + (4 * MAX_SERIAL_OCTETS + 2) // 3
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "CertId",
+    "RenewalInfoService",
+    "RenewalWindow",
+    "cert_id_of",
+    "default_window",
+    "encode_cert_id",
+    "immediate_window",
+    "parse_cert_id",
+    "suggested_window",
+]
 
 # RFC 9773 §4.3: a client SHOULD poll again after Retry-After; Let's Encrypt
 # and Boulder answer six hours, which is also certbot's default.
@@ -48,83 +57,12 @@ _ONE_SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
-class CertId:
-    """A parsed RFC 9773 §4.1 certificate identifier."""
-
-    key_identifier: bytes  # the AKI keyIdentifier
-    serial: int  # positive
-
-    @property
-    def serial_text(self) -> str:
-        """The serial in the SA's form (``serial_to_string``)."""
-        return serial_to_string(self.serial)
-
-
-@dataclass(frozen=True)
 class RenewalWindow:
     """RFC 9773 §4.2 ``suggestedWindow``: both ends aware UTC, start < end."""
 
     start: datetime
     end: datetime
     source: str  # "default" | "operator" | "revoked": why this window
-
-
-def _serial_der_content(serial: int) -> bytes:
-    """The content octets of the DER INTEGER for a positive serial: minimal
-    big-endian two's complement, so a leading zero octet iff the high bit is
-    set (X.690 §8.3.2; RFC 9773 §4.1's example encodes 0x87654321 as
-    ``AIdlQyE``)."""
-    return serial.to_bytes(serial.bit_length() // 8 + 1, "big")
-
-
-def encode_cert_id(key_identifier: bytes, serial: int) -> str:
-    """RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(DER serial content), unpadded."""
-    if serial <= 0:
-        raise ValueError("certificate serials are positive")
-    return f"{b64url_encode(key_identifier)}.{b64url_encode(_serial_der_content(serial))}"
-
-
-def cert_id_of(cert: x509.Certificate) -> str:
-    """The certificate identifier of a certificate; ValueError without an AKI
-    keyIdentifier (RFC 9773 §4.1: then the client must not ask)."""
-    try:
-        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        raise ValueError("certificate has no Authority Key Identifier") from None
-    if aki.key_identifier is None:
-        raise ValueError("certificate's Authority Key Identifier has no keyIdentifier")
-    return encode_cert_id(aki.key_identifier, cert.serial_number)
-
-
-def parse_cert_id(text: str) -> CertId:
-    """Parse a certificate identifier strictly; ValueError says what is wrong.
-
-    RFC 9773 §4.1: both parts are unpadded base64url; the serial part is the
-    DER INTEGER's content octets. Exactly one spelling is accepted for each
-    certificate (canonical base64url, minimal INTEGER encoding), so a
-    ``replaces`` value cannot name one certificate in two ways.
-    """
-    if len(text) > MAX_CERT_ID_CHARS:
-        raise ValueError("certificate identifier is too long")
-    parts = text.split(".")
-    if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise ValueError('certificate identifier must be "<keyIdentifier>.<serial>"')
-    key_identifier = b64url_decode(parts[0])
-    serial_octets = b64url_decode(parts[1])
-    if len(key_identifier) > MAX_KEY_IDENTIFIER_OCTETS:
-        raise ValueError("key identifier is too long")
-    if len(serial_octets) > MAX_SERIAL_OCTETS:
-        raise ValueError("serial is longer than 20 octets")
-    if serial_octets[0] & 0x80:
-        # A DER INTEGER with its high bit set is negative: the encoder left
-        # out the leading zero octet that RFC 9773 §4.1 requires.
-        raise ValueError("serial encodes a negative INTEGER (missing leading zero octet)")
-    if len(serial_octets) > 1 and serial_octets[0] == 0 and not serial_octets[1] & 0x80:
-        raise ValueError("serial INTEGER is not minimally encoded (X.690 §8.3.2)")
-    serial = int.from_bytes(serial_octets, "big")
-    if serial == 0:
-        raise ValueError("serial is zero")
-    return CertId(key_identifier=key_identifier, serial=serial)
 
 
 def default_window(not_before: datetime, not_after: datetime) -> RenewalWindow:
@@ -191,7 +129,7 @@ class RenewalInfoService:
         issuer_id = self._issuer_key_ids.get(cert_id.key_identifier)
         if issuer_id is None:
             return None
-        cert = self._sa.get_certificate(cert_id.serial_text)
+        cert = self._sa.get_certificate(serial_to_string(cert_id.serial))
         # The serial must also have been signed by the issuer the AKI names.
         if cert is None or cert.issuer_id != issuer_id:
             return None

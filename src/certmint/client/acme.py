@@ -48,6 +48,7 @@ from certmint.protocol.messages import (
     parse_rfc3339,
 )
 from certmint.protocol.problems import Problem
+from certmint.protocol.renewal_info import cert_id_of
 
 PEM_CHAIN_CONTENT_TYPE = "application/pem-certificate-chain"
 
@@ -100,20 +101,10 @@ def ari_cert_id(cert: x509.Certificate | bytes | str) -> str:
     serial whose top bit is set gains a leading zero octet. The flow sends
     this as ``replaces`` in the next order (RFC 9773 §5).
     """
-    certificate = _certificate_from(cert)
     try:
-        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
-    except x509.ExtensionNotFound:
-        raise ClientError(
-            "the certificate has no Authority Key Identifier, so it has no ARI CertID"
-        ) from None
-    key_identifier = aki.value.key_identifier
-    if not key_identifier:
-        raise ClientError("the certificate's Authority Key Identifier has no keyIdentifier")
-    serial = certificate.serial_number
-    magnitude = serial if serial >= 0 else ~serial
-    serial_bytes = serial.to_bytes((magnitude.bit_length() + 8) // 8, "big", signed=True)
-    return f"{b64url_encode(key_identifier)}.{b64url_encode(serial_bytes)}"
+        return cert_id_of(_certificate_from(cert))
+    except ValueError as exc:
+        raise ClientError(f"the certificate has no ARI CertID: {exc}") from None
 
 
 def _common_names(name: x509.Name) -> list[str]:
