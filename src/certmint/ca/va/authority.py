@@ -12,10 +12,13 @@ cannot shorten. The injected clock times validations for the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from dataclasses import replace
 
 from certmint.ca.va.addresses import normalize_hostname, parse_ip
+from certmint.ca.va.caa import CAAChecker
 from certmint.ca.va.dns01 import Dns01Validator
 from certmint.ca.va.http01 import Http01Validator
 from certmint.ca.va.model import VAConfig, ValidationRequest, ValidationResult
@@ -52,6 +55,7 @@ class ValidationAuthority:
         self._http01 = Http01Validator(config, self._resolver)
         self._dns01 = Dns01Validator(config, self._resolver)
         self._tlsalpn01 = TlsAlpn01Validator(config, self._resolver)
+        self._caa = CAAChecker(self._resolver, config.caa_identities)
 
     @property
     def config(self) -> VAConfig:
@@ -79,7 +83,68 @@ class ValidationAuthority:
         )
         return result
 
+    async def check_caa(
+        self,
+        identifier_type: str,
+        identifier_value: str,
+        *,
+        challenge_type: str,
+        account_uri: str | None,
+        wildcard: bool,
+    ) -> Problem | None:
+        """CAA alone (RFC 8659), for the RA's re-check at finalize: None when
+        issuance is permitted (or CAA does not apply: IP identifiers, or
+        checking is off), else a ``caa`` or ``dns`` problem. Never raises for
+        anything the network causes."""
+        if not self._config.check_caa or identifier_type != "dns":
+            return None
+        value = identifier_value
+        if value.startswith("*."):
+            value, wildcard = value[2:], True
+        if parse_ip(value) is not None:
+            return None
+        host = normalize_hostname(value)
+        if host is None:
+            return Problem(
+                type=ProblemType.MALFORMED,
+                detail=f"Cannot check CAA for {echo(identifier_value)!r}",
+                status=400,
+            )
+        return await self._caa.check(
+            host, challenge_type=challenge_type, account_uri=account_uri, wildcard=wildcard
+        )
+
     async def _dispatch(self, request: ValidationRequest) -> ValidationResult:
+        """The challenge check and, concurrently, CAA (BR 3.2.2.8: checked
+        at validation time); a CAA refusal makes a good challenge invalid."""
+        host = self._target_host(request)
+        caa_task: asyncio.Task[Problem | None] | None = None
+        if host is not None and self._config.check_caa and request.identifier_type == "dns":
+            caa_task = asyncio.create_task(
+                self._caa.check(
+                    host,
+                    challenge_type=request.challenge_type,
+                    account_uri=request.account_uri,
+                    wildcard=request.wildcard or request.identifier_value.startswith("*."),
+                )
+            )
+        try:
+            result = await self._check_challenge(request)
+        except BaseException:
+            if caa_task is not None:
+                caa_task.cancel()
+            raise
+        if caa_task is None:
+            return result
+        if not result.valid:
+            caa_task.cancel()
+            return result
+        problem = await caa_task
+        if problem is not None:
+            return ValidationResult(valid=False, problem=problem, records=result.records)
+        return replace(result, caa_checked_at=self._clock.now())
+
+    async def _check_challenge(self, request: ValidationRequest) -> ValidationResult:
         kind = request.challenge_type
         if kind not in self.supported_challenge_types:
             return malformed(f"Unsupported challenge type {echo(kind)!r}")

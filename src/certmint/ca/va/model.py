@@ -8,6 +8,7 @@ exception, so the RA can store it on the challenge as RFC 8555 §7.1.5 asks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from certmint.protocol.problems import Problem
@@ -35,6 +36,11 @@ class VAConfig:
     max_body_bytes: int = 8192
     max_redirects: int = 10
     user_agent: str = "certmint-va/0.1"
+    # The issuer domain names CAA "issue"/"issuewild" properties must name
+    # for this CA to issue (RFC 8659 §4.2; BR 3.2.2.8): CAConfig.caa_identities.
+    caa_identities: tuple[str, ...] = ("certmint.invalid",)
+    # BR 3.2.2.8 requires the check; off only for development setups.
+    check_caa: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class ValidationRequest:
     identifier_value: str
     token: str
     key_authorization: str
+    # RFC 8657 §3 "accounturi": the account's URL, matched exactly; None only
+    # for callers without an account (a CAA record naming one then refuses).
+    account_uri: str | None = None
+    # The authorization is for "*.<identifier_value>" (CAA "issuewild").
+    wildcard: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,3 +87,6 @@ class ValidationResult:
     valid: bool
     problem: Problem | None
     records: tuple[ValidationRecord, ...] = ()
+    # When CAA was found to permit issuance (None: not checked, e.g. an IP
+    # identifier or a failed challenge); the RA re-checks at finalize when old.
+    caa_checked_at: datetime | None = None

@@ -80,8 +80,13 @@ def dns_problem(detail: str) -> Problem:
     return Problem(type=ProblemType.DNS, detail=detail, status=400)
 
 
+class NxDomainError(DnsLookupError):
+    """The name does not exist: final for an address lookup, but only "no
+    records here" for a CAA lookup (RFC 8659 §3 climbs past it)."""
+
+
 def _nxdomain(rdtype: str, name: str) -> DnsLookupError:
-    return DnsLookupError(
+    return NxDomainError(
         dns_problem(
             f"DNS problem: NXDOMAIN looking up {rdtype} for {name} - "
             "check that a DNS record exists for this domain"
@@ -382,6 +387,41 @@ class VAResolver:
             strings = getattr(rdata, "strings", ())
             values.append(b"".join(strings).decode("utf-8", "replace"))
         return tuple(values)
+
+    async def lookup_caa(self, name: str) -> tuple[CAARecord, ...]:
+        """The CAA RRset at ``name`` (CNAMEs followed, as for any type: RFC
+        8659 §3); empty when the name has none or does not exist (Boulder's
+        bdns does the same). SERVFAIL and timeouts raise ``DnsLookupError``:
+        a CA MUST NOT treat a failed lookup as permission (RFC 8659 §3)."""
+        try:
+            rdatas = await self._lookup(name, "CAA")
+        except NxDomainError:
+            return ()
+        records: list[CAARecord] = []
+        for rdata in rdatas:
+            tag = getattr(rdata, "tag", b"")
+            value = getattr(rdata, "value", b"")
+            records.append(
+                CAARecord(
+                    flags=int(getattr(rdata, "flags", 0)),
+                    # Tags are ASCII alphanumerics (RFC 8659 §4.1); anything
+                    # else is an unknown tag, never one we recognise.
+                    tag=tag.decode("ascii", "replace"),
+                    # Values are compared against ASCII grammars; a non-ASCII
+                    # octet becomes U+FFFD and so fails every grammar.
+                    value=value.decode("ascii", "replace"),
+                )
+            )
+        return tuple(records)
+
+
+@dataclass(frozen=True)
+class CAARecord:
+    """One CAA resource record (RFC 8659 §4.1), as text."""
+
+    flags: int
+    tag: str
+    value: str
 
 
 @dataclass(frozen=True)
