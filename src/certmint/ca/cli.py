@@ -255,6 +255,9 @@ def _serve(args: argparse.Namespace) -> int:
             http01_port=http01_port or 80,
             tlsalpn01_port=tlsalpn01_port or 443,
             allow_private_addresses=allow_private,
+            # The VA checks CAA for the identities the directory lists (the
+            # CAConfig value: no flag changes it).
+            caa_identities=CAConfig.caa_identities,
         ),
         server_names=tuple(
             sorted({"localhost", "127.0.0.1", "::1", _url_host(acme_host).strip("[]")})

@@ -79,5 +79,9 @@ class CAConfig:
     # How long a challenge POST waits for its validation before answering
     # "processing" (RFC 8555 §7.5.1 allows either); 0 answers at once.
     inline_validation_wait_seconds: float = 1.0
+    # CAA is re-checked at finalize for authorizations validated longer ago
+    # than this (BR 3.2.2.8 allows reuse of a CAA check for 8 hours; Boulder
+    # uses the same window).
+    caa_recheck_after: timedelta = timedelta(hours=8)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     chaos: ChaosConfig = field(default_factory=ChaosConfig)

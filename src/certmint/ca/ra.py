@@ -276,6 +276,8 @@ class RegistrationAuthority:
                 identifier_value=authz.identifier_value,
                 token=challenge.token,
                 key_authorization=key_authorization(challenge.token, jwk_thumbprint_),
+                account_uri=self._urls.account(account.id),  # RFC 8657 §3 accounturi
+                wildcard=authz.wildcard,  # RFC 8659 §4.3 issuewild
             )
             task = self._spawn(self._validate(authz.id, challenge.id, request))
         return AuthzView(authz, authz.status), challenge, task
