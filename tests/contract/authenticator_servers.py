@@ -210,6 +210,16 @@ def run_knot(base: Path) -> Iterator[Knot]:
         "ns1 A 127.0.0.1\n"
         "www A 127.0.0.1\n"
     )
+    # The CA under test uses this server as its resolver, and its CAA check
+    # climbs to the TLD (RFC 8659 §3): serve an empty parent zone so that
+    # "com" answers NOERROR, as a recursive resolver would, not REFUSED.
+    parent = ZONE.split(".", 1)[1]
+    (base / f"{parent}.zone").write_text(
+        f"$ORIGIN {parent}.\n"
+        "$TTL 300\n"
+        f"@ SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 60\n"
+        f"@ NS ns1.{ZONE}.\n"
+    )
     config = base / "knot.conf"
     config.write_text(
         f"""
@@ -247,6 +257,7 @@ template:
 zone:
   - domain: {ZONE}
     acl: acme_update
+  - domain: {parent}
 """
     )
     process = subprocess.Popen(

@@ -40,6 +40,8 @@ class ScriptedVA:
     problem: Problem | None = None
     requests: list[ValidationRequest] = field(default_factory=list)
     supported_challenge_types: tuple[str, ...] = ("http-01", "dns-01", "tls-alpn-01")
+    caa_problem: Problem | None = None
+    caa_checks: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
 
     async def validate(self, request: ValidationRequest) -> ValidationResult:
         self.requests.append(request)
@@ -54,6 +56,19 @@ class ScriptedVA:
             return ValidationResult(True, None, (record,))
         problem = self.problem or Problem("unauthorized", "key authorization mismatch", 403)
         return ValidationResult(False, problem, (record,))
+
+    async def check_caa(
+        self,
+        identifier_type: str,
+        identifier_value: str,
+        *,
+        challenge_type: str,
+        account_uri: str | None,
+        wildcard: bool,
+    ) -> Problem | None:
+        """The RA's CAA re-check at finalize: answers ``caa_problem``."""
+        self.caa_checks.append((identifier_value, challenge_type, account_uri, wildcard))
+        return self.caa_problem
 
     async def aclose(self) -> None:
         return None

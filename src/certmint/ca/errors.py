@@ -68,6 +68,9 @@ RejectedIdentifier = _error("RejectedIdentifier", ProblemType.REJECTED_IDENTIFIE
 UnsupportedIdentifier = _error("UnsupportedIdentifier", ProblemType.UNSUPPORTED_IDENTIFIER, 400)
 RateLimited = _error("RateLimited", ProblemType.RATE_LIMITED, 429)
 UserActionRequired = _error("UserActionRequired", ProblemType.USER_ACTION_REQUIRED, 403)
+# The CAA re-check at finalize (RFC 8659): refused, or its lookup failed.
+CAA = _error("CAA", ProblemType.CAA, 403)
+DNS = _error("DNS", ProblemType.DNS, 400)
 # 404/405/409/415 are plain HTTP conditions; RFC 8555 gives them no type of
 # their own, so they travel as ``malformed`` with the right status.
 NotFound = _error("NotFound", ProblemType.MALFORMED, 404)

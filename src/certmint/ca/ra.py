@@ -343,6 +343,50 @@ class RegistrationAuthority:
 
     # -- finalize (RFC 8555 §7.4) ----------------------------------------
 
+    async def recheck_caa(self, account: AccountRecord, order_id: str) -> None:
+        """BR 3.2.2.8: CAA must have been checked within ``caa_recheck_after``
+        (8 hours) of issuance. The WFE awaits this before ``finalize``; for
+        each authorization validated longer ago (a reused one, typically) the
+        VA checks CAA again. A refusal raises ``errors.CAA`` (a failed lookup
+        ``errors.DNS``) and the order stays ready. Nothing is stored: the
+        re-check covers this finalize only."""
+        view = self.get_order(account, order_id)
+        if view.status != "ready":
+            return  # finalize itself says why it cannot proceed
+        now = self._clock.now()
+        stale: list[tuple[AuthzRecord, ChallengeRecord]] = []
+        for authz in self._sa.get_authzs(view.order.authz_ids):
+            done = next((c for c in authz.challenges if c.status == VALID), None)
+            if authz.identifier_type != "dns" or done is None:
+                continue  # RFC 8659 defines CAA for domain names only
+            checked = done.validated_at
+            if checked is None or now - checked > self._config.caa_recheck_after:
+                stale.append((authz, done))
+        if not stale:
+            return
+        account_uri = self._urls.account(account.id)
+        problems = await asyncio.gather(
+            *(
+                self._va.check_caa(
+                    authz.identifier_type,
+                    authz.identifier_value,
+                    challenge_type=done.type,
+                    account_uri=account_uri,
+                    wildcard=authz.wildcard,
+                )
+                for authz, done in stale
+            )
+        )
+        for (authz, _), problem in zip(stale, problems, strict=True):
+            if problem is None:
+                continue
+            name = ("*." if authz.wildcard else "") + authz.identifier_value
+            error = errors.DNS if problem.type == ProblemType.DNS else errors.CAA
+            raise error(
+                f"Rechecking CAA for {name}: {problem.detail}",
+                identifier=(authz.identifier_type, authz.identifier_value),
+            )
+
     def finalize(self, account: AccountRecord, order_id: str, csr_der: bytes) -> OrderView:
         view = self.get_order(account, order_id)
         if view.status != "ready":

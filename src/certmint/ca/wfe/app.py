@@ -267,9 +267,10 @@ class WebFrontEnd:
     async def finalize(self, request: Request) -> Response:
         auth = await self._authenticated(request, KeyRule.KID)
         message = self._message(FinalizeRequest.from_json, auth.payload())
-        view = self._ra.finalize(
-            self._account_of(auth), request.path_params["order_id"], message.csr_der
-        )
+        account = self._account_of(auth)
+        # BR 3.2.2.8: CAA re-checked for authorizations validated long ago.
+        await self._ra.recheck_caa(account, request.path_params["order_id"])
+        view = self._ra.finalize(account, request.path_params["order_id"], message.csr_der)
         return self._response(
             self._render.order(view),
             location=self.urls.order(view.order.id),
