@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from certmint.ca.app import CAServer, build_ca_server
-from certmint.ca.config import CAConfig
+from certmint.ca.config import CAConfig, PolicyConfig
 from certmint.ca.issuance.hierarchy import Hierarchy, load_or_create_dev_hierarchy
 from certmint.ca.storage import open_storage
 from certmint.ca.va.model import ValidationRecord, ValidationRequest, ValidationResult
@@ -25,6 +25,9 @@ from certmint.testing.clock import FakeClock
 
 BASE_URL = "https://acme.test"
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+# The PA policy every in-process CA starts from; tests that change the policy
+# should ``dataclasses.replace`` this, not build a fresh PolicyConfig.
+TEST_POLICY = PolicyConfig(allow_unlisted_tlds=True)
 
 
 @pytest.fixture
@@ -105,7 +108,13 @@ def make_env_factory(tmp_path: Path, hierarchy: Hierarchy):  # type: ignore[no-u
         clock = FakeClock(START)
         va = ScriptedVA()
         config = replace(
-            CAConfig(base_url=BASE_URL, management_base_url="http://mgmt.test"),
+            CAConfig(
+                base_url=BASE_URL,
+                management_base_url="http://mgmt.test",
+                # Most test names are under .example (RFC 2606), which the
+                # Public Suffix List does not list; see TEST_POLICY.
+                policy=TEST_POLICY,
+            ),
             **config_changes,
         )
         sa = open_storage(f"sqlite:///{tmp_path / 'ca.db'}")

@@ -149,9 +149,11 @@ async def test_empty_identifiers_is_malformed(env: CAEnv) -> None:
 
 
 async def test_blocked_name_is_rejected(env_factory: Any) -> None:
-    env: CAEnv = await env_factory(policy=PolicyConfig(blocked_suffixes=frozenset({"bank.test"})))
+    env: CAEnv = await env_factory(
+        policy=PolicyConfig(blocked_suffixes=frozenset({"bank.example.com"}))
+    )
     client = await env.client()
-    response = await client.new_order(["www.bank.test"])
+    response = await client.new_order(["www.bank.example.com"])
     assert_problem(response, 400, "rejectedIdentifier")
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from certmint.ca.config import CAConfig, ChaosConfig
+from certmint.ca.config import CAConfig, ChaosConfig, PolicyConfig
 
 DEFAULT_DATA_DIR = "certmint-ca-data"
 DEV_DNS = ("127.0.0.1", 8053)
@@ -60,10 +60,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dns-resolver", action="append", default=[], metavar="HOST:PORT")
     serve.add_argument("--allow-private-addresses", action="store_true")
     serve.add_argument(
+        "--allow-unlisted-tlds",
+        action="store_true",
+        help="accept names whose TLD is not on the Public Suffix List (.test, .internal)",
+    )
+    serve.add_argument(
+        "--allow-private-ip-identifiers",
+        action="store_true",
+        help="accept ip identifiers in special-purpose ranges (loopback, RFC 1918, ...)",
+    )
+    serve.add_argument(
+        "--blocked-names-file",
+        metavar="FILE",
+        help="names to refuse, one a line; '*.NAME' refuses NAME and all its subdomains",
+    )
+    serve.add_argument(
+        "--max-names", type=int, default=None, help="most identifiers in one order (100)"
+    )
+    serve.add_argument(
         "--dev",
         action="store_true",
         help="local playground: test DNS on 127.0.0.1:8053 answering 127.0.0.1 for "
-        "every name, http-01 on port 5002, tls-alpn-01 on port 5001",
+        "every name, http-01 on port 5002, tls-alpn-01 on port 5001; names under "
+        "unlisted TLDs and private ip identifiers accepted",
     )
     serve.add_argument("--terms-of-service", help="URL clients must agree to")
     serve.add_argument("--eab-required", action="store_true")
@@ -203,6 +222,53 @@ def _renewal_window(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_config(args: argparse.Namespace) -> PolicyConfig:
+    exact: frozenset[str] = frozenset()
+    suffixes: frozenset[str] = frozenset()
+    if args.blocked_names_file is not None:
+        exact, suffixes = read_blocked_names(Path(args.blocked_names_file))
+    max_names = PolicyConfig.max_names_per_order if args.max_names is None else args.max_names
+    if max_names < 1:
+        raise CliError("--max-names must be at least 1")
+    return PolicyConfig(
+        max_names_per_order=max_names,
+        blocked_names=exact,
+        blocked_suffixes=suffixes,
+        allow_unlisted_tlds=args.allow_unlisted_tlds or args.dev,
+        allow_private_ip_identifiers=args.allow_private_ip_identifiers or args.dev,
+    )
+
+
+def read_blocked_names(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(exact names, suffixes) from a blocklist file: one name a line, "#"
+    comments and blank lines ignored, "*.NAME" meaning NAME and every name
+    under it. Names are normalised (IDNs to A-labels) like identifiers."""
+    from certmint.protocol.identifiers import IdentifierError, normalize_dns_identifier
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read --blocked-names-file {path}: {exc}") from None
+    exact: set[str] = set()
+    suffixes: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        wildcard = line.startswith("*.")
+        candidate = line.removeprefix("*.")
+        # A whole TLD ("*.test") is a fair entry, but identifiers need two
+        # labels: normalise a single label under a throwaway parent.
+        single = "." not in candidate
+        try:
+            name = normalize_dns_identifier(candidate + ".invalid" if single else candidate)
+        except IdentifierError as exc:
+            raise CliError(f"{path}:{number}: {exc}") from None
+        name = name.removesuffix(".invalid") if single else name
+        (suffixes if wildcard else exact).add(name)
+    return frozenset(exact), frozenset(suffixes)
+
+
 def _default_workers() -> int:
     # One worker per core (the CA is CPU-bound), capped: SQLite serialises
     # writes, so more processes than cores only add lock contention.
@@ -227,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
         http01_port = http01_port or DEV_HTTP01_PORT
         tlsalpn01_port = tlsalpn01_port or DEV_TLSALPN01_PORT
         allow_private = True
+    policy = _policy_config(args)
     workers = args.workers if args.workers is not None else _default_workers()
     if workers < 1:
         raise CliError("--workers must be at least 1")
@@ -243,6 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
             management_base_url=mgmt_url,
             terms_of_service=args.terms_of_service,
             eab_required=args.eab_required,
+            policy=policy,
             chaos=ChaosConfig(
                 nonce_reject_percent=args.chaos_nonce_reject,
                 validation_delay_seconds=args.chaos_validation_delay,

@@ -35,6 +35,14 @@ class PolicyConfig:
     # Exact names refused, and names refused together with all subdomains.
     blocked_names: frozenset[str] = frozenset()
     blocked_suffixes: frozenset[str] = frozenset()
+    # Names whose TLD is not in the Public Suffix List's ICANN section
+    # (".test", ".example", ".local", ".internal") are not public names and
+    # are refused, as Boulder does; development and tests turn this on.
+    allow_unlisted_tlds: bool = False
+    # IP identifiers in special-purpose ranges (loopback, RFC 1918, CGNAT,
+    # documentation, ...) are refused unless the operator allows them
+    # (loopback tests, a private CA for an internal network).
+    allow_private_ip_identifiers: bool = False
     max_contacts: int = 10
     # How far into the future a requested notBefore may lie.
     max_not_before_ahead: timedelta = timedelta(days=7)

@@ -3,14 +3,21 @@ types, profiles and validity periods this CA accepts. Config only; no I/O."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from publicsuffixlist import PublicSuffixList
 
 from certmint.ca import errors
 from certmint.ca.config import PolicyConfig, ProfileConfig
-from certmint.protocol.identifiers import IdentifierError, normalize_dns_identifier
+from certmint.protocol.identifiers import (
+    IdentifierError,
+    normalize_dns_identifier,
+    normalize_ip_identifier,
+)
 from certmint.protocol.jwk import PublicKey
 from certmint.protocol.messages import Identifier
 from certmint.protocol.problems import Problem, ProblemType
@@ -25,6 +32,115 @@ ALLOWED_ACCOUNT_EC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 # A deliberately plain address check: one "@", a non-empty local part without
 # spaces or separators, and a dotted domain that normalises as a DNS name.
 _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}$")
+
+# RFC 8738 §7: IP identifiers are validated by http-01 or tls-alpn-01 only;
+# dns-01 has no name to put a TXT record under.
+IP_CHALLENGE_TYPES = ("http-01", "tls-alpn-01")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(*rows: tuple[str, str]) -> tuple[tuple[_Network, str], ...]:
+    return tuple((ipaddress.ip_network(cidr), what) for cidr, what in rows)
+
+
+# The IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890), plus
+# multicast and the class E space. Written out, not only left to the
+# ``ipaddress`` properties, so the refusal names the range and its RFC, and so
+# a change in Python's own tables cannot silently widen what we certify.
+# Boulder refuses the same registries (iana.IsReservedAddr).
+SPECIAL_PURPOSE_RANGES = _nets(
+    ("0.0.0.0/8", "the 'this network' range (RFC 791)"),
+    ("10.0.0.0/8", "a private range (RFC 1918)"),
+    ("100.64.0.0/10", "the shared CGNAT range (RFC 6598)"),
+    ("127.0.0.0/8", "the loopback range (RFC 1122)"),
+    ("169.254.0.0/16", "the link-local range (RFC 3927)"),
+    ("172.16.0.0/12", "a private range (RFC 1918)"),
+    ("192.0.0.0/24", "the IETF protocol assignments range (RFC 6890)"),
+    ("192.0.2.0/24", "a documentation range, TEST-NET-1 (RFC 5737)"),
+    ("192.31.196.0/24", "the AS112-v4 range (RFC 7535)"),
+    ("192.52.193.0/24", "the AMT range (RFC 7450)"),
+    ("192.88.99.0/24", "the deprecated 6to4 relay anycast range (RFC 7526)"),
+    ("192.168.0.0/16", "a private range (RFC 1918)"),
+    ("192.175.48.0/24", "the AS112 direct delegation range (RFC 7534)"),
+    ("198.18.0.0/15", "the benchmarking range (RFC 2544)"),
+    ("198.51.100.0/24", "a documentation range, TEST-NET-2 (RFC 5737)"),
+    ("203.0.113.0/24", "a documentation range, TEST-NET-3 (RFC 5737)"),
+    ("224.0.0.0/4", "the multicast range (RFC 5771)"),
+    # Most specific first: the broadcast address lies inside class E.
+    ("255.255.255.255/32", "the limited broadcast address (RFC 8190)"),
+    ("240.0.0.0/4", "the reserved class E range (RFC 1112)"),
+    ("::/128", "the unspecified address (RFC 4291)"),
+    ("::1/128", "the loopback address (RFC 4291)"),
+    ("::ffff:0:0/96", "the IPv4-mapped range (RFC 4291)"),
+    ("64:ff9b::/96", "the IPv4/IPv6 translation range (RFC 6052)"),
+    ("64:ff9b:1::/48", "the local-use IPv4/IPv6 translation range (RFC 8215)"),
+    ("100::/64", "the discard-only range (RFC 6666)"),
+    ("2001::/23", "the IETF protocol assignments range (RFC 2928)"),
+    ("2001:db8::/32", "a documentation range (RFC 3849)"),
+    ("2002::/16", "the 6to4 range (RFC 3056)"),
+    ("3fff::/20", "a documentation range (RFC 9637)"),
+    ("5f00::/16", "the SRv6 SID range (RFC 9602)"),
+    ("fc00::/7", "the unique-local range (RFC 4193)"),
+    ("fe80::/10", "the link-local range (RFC 4291)"),
+    ("fec0::/10", "the deprecated site-local range (RFC 3879)"),
+    ("ff00::/8", "the multicast range (RFC 4291)"),
+)
+
+# Addresses no server can answer from, refused even when the operator allows
+# private identifiers: unspecified, broadcast, multicast, and IPv4-mapped
+# IPv6 (RFC 8738 §3: an IPv4 address is written as IPv4).
+_NEVER_CERTIFIABLE = _nets(
+    ("0.0.0.0/32", "the unspecified address (RFC 1122)"),
+    ("255.255.255.255/32", "the limited broadcast address (RFC 8190)"),
+    ("224.0.0.0/4", "the multicast range (RFC 5771)"),
+    ("::/128", "the unspecified address (RFC 4291)"),
+    ("::ffff:0:0/96", "the IPv4-mapped range (RFC 4291); write the IPv4 address instead"),
+    ("ff00::/8", "the multicast range (RFC 4291)"),
+)
+
+
+def _range_reason(address: IPAddress, table: tuple[tuple[_Network, str], ...]) -> str | None:
+    for network, what in table:
+        if address.version == network.version and address in network:
+            return what
+    return None
+
+
+def special_purpose_reason(address: IPAddress) -> str | None:
+    """Why ``address`` is not a public unicast address, or None if it is."""
+    found = _range_reason(address, SPECIAL_PURPOSE_RANGES)
+    if found is not None:
+        return found
+    # Belt and braces: whatever Python's tables know and ours do not
+    # (e.g. IPv6 space outside 2000::/3 that IANA has not allocated).
+    if not address.is_global or address.is_reserved or address.is_multicast:
+        return "a special-purpose or unallocated range"
+    return None
+
+
+# Reverse-mapping zones: names there describe addresses, and a certificate
+# for an address is requested with an ip identifier (RFC 8738); Boulder's
+# example policy blocks these zones too.
+_REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
+
+
+@functools.lru_cache(maxsize=1)
+def _public_suffix_list() -> PublicSuffixList:
+    # BR 3.2.2.6: "a CA SHOULD consult the ICANN DOMAINS section only, not
+    # the PRIVATE DOMAINS section" -- and Boulder's iana.ExtractSuffix does
+    # exactly that. So "github.io" may be certified (its owner controls it);
+    # "co.uk" may not. accept_unknown=False: a TLD absent from the list
+    # yields no suffix at all, so we can tell "unlisted" from "listed".
+    return PublicSuffixList(only_icann=True, accept_unknown=False)
+
+
+def icann_public_suffix(name: str) -> str | None:
+    """The ICANN-section public suffix of ``name`` (an A-label name), or
+    None when its TLD is not on the Public Suffix List."""
+    suffix = _public_suffix_list().publicsuffix(name)
+    return suffix if isinstance(suffix, str) else None
 
 
 class PolicyAuthority:
@@ -52,7 +168,7 @@ class PolicyAuthority:
         accepted: set[tuple[str, str]] = set()
         for ident in identifiers:
             try:
-                accepted.add(("dns", self._check_identifier(ident)))
+                accepted.add(self._check_identifier(ident))
             except errors.AcmeError as exc:
                 problems.append(
                     Problem(
@@ -79,32 +195,95 @@ class PolicyAuthority:
             )
         return tuple(sorted(accepted))
 
-    def _check_identifier(self, ident: Identifier) -> str:
-        if ident.type != "dns":
-            raise errors.UnsupportedIdentifier(
-                f"identifier type {ident.type!r} is not supported (only \"dns\")"
-            )
+    def _check_identifier(self, ident: Identifier) -> tuple[str, str]:
+        if ident.type == "dns":
+            return ("dns", self._check_dns(ident.value))
+        if ident.type == "ip":
+            return ("ip", self._check_ip(ident.value))
+        raise errors.UnsupportedIdentifier(
+            f'identifier type {ident.type!r} is not supported (only "dns" and "ip")'
+        )
+
+    def _check_dns(self, value: str) -> str:
         try:
-            name = normalize_dns_identifier(ident.value, allow_wildcard=True)
+            # Label and name lengths (RFC 1035 §2.3.4), LDH syntax, IDNA2008
+            # (RFC 5891) and the U-label to A-label conversion live there.
+            name = normalize_dns_identifier(value, allow_wildcard=True)
         except IdentifierError as exc:
             raise errors.RejectedIdentifier(str(exc)) from None
-        if name.startswith("*."):
-            # Wildcards need a DNS-based challenge (BR 3.2.2.6).
-            if "dns-01" not in self.challenge_types:
-                raise errors.RejectedIdentifier(
-                    f"{ident.value}: wildcard names need dns-01, which is not enabled here"
-                )
+        wildcard = name.startswith("*.")
         base = name.removeprefix("*.")
+        if wildcard and "dns-01" not in self.challenge_types:
+            # Wildcards need a DNS-based challenge (BR 3.2.2.6, RFC 8555 §7.1.3).
+            raise errors.RejectedIdentifier(
+                f"{value}: wildcard names need dns-01, which is not enabled here"
+            )
+        if any(base == z or base.endswith("." + z) for z in _REVERSE_ZONES):
+            raise errors.RejectedIdentifier(
+                f"{value}: names in reverse-mapping zones are not certified; "
+                "ask for the address itself with an identifier of type ip (RFC 8738)"
+            )
+        self._check_public_suffix(value, base, wildcard)
         if base in self._config.blocked_names or self._under_blocked_suffix(base):
             raise errors.RejectedIdentifier(
-                f"{ident.value}: this CA's policy forbids issuing for this name"
+                f"{value}: this CA's policy forbids issuing for this name"
             )
         return name
+
+    def _check_public_suffix(self, value: str, base: str, wildcard: bool) -> None:
+        """BR 3.2.2.6 and Boulder's policy: a name must end in an ICANN
+        public suffix and must not be one, nor be a wildcard over one."""
+        suffix = icann_public_suffix(base)
+        if suffix is None:
+            if self._config.allow_unlisted_tlds:
+                return
+            tld = base.rsplit(".", 1)[-1]
+            raise errors.RejectedIdentifier(
+                f'{value}: top-level domain "{tld}" is not on the Public Suffix List, '
+                "so it is not a public name"
+            )
+        if suffix == base:
+            what = "a wildcard over a public suffix" if wildcard else "a public suffix"
+            raise errors.RejectedIdentifier(
+                f'{value}: the name is {what} ("{suffix}" is registry-controlled); '
+                "ask for a name registered under it"
+            )
+
+    def _check_ip(self, value: str) -> str:
+        try:
+            canonical = normalize_ip_identifier(value)
+        except IdentifierError as exc:
+            raise errors.RejectedIdentifier(str(exc)) from None
+        if canonical != value:
+            # RFC 8738 §3: the value MUST be the RFC 1123 §2.1 dotted quad or
+            # the RFC 5952 §4 IPv6 text; Boulder refuses other spellings too.
+            raise errors.RejectedIdentifier(
+                f'"{value}" is not in canonical form (RFC 8738 §3); write it as "{canonical}"'
+            )
+        address = ipaddress.ip_address(canonical)
+        never = _range_reason(address, _NEVER_CERTIFIABLE)
+        if never is not None:
+            raise errors.RejectedIdentifier(f"{value}: the address is in {never}")
+        if not self._config.allow_private_ip_identifiers:
+            reason = special_purpose_reason(address)
+            if reason is not None:
+                raise errors.RejectedIdentifier(
+                    f"{value}: the address is in {reason}; only public addresses are certified"
+                )
+        if not any(t in IP_CHALLENGE_TYPES for t in self.challenge_types):
+            raise errors.RejectedIdentifier(
+                f"{value}: IP identifiers need http-01 or tls-alpn-01, and neither is enabled"
+            )
+        return canonical
 
     def _under_blocked_suffix(self, name: str) -> bool:
         return any(name == s or name.endswith("." + s) for s in self._config.blocked_suffixes)
 
-    def challenge_types_for(self, identifier_value: str, wildcard: bool) -> tuple[str, ...]:
+    def challenge_types_for(
+        self, identifier_value: str, wildcard: bool, identifier_type: str = "dns"
+    ) -> tuple[str, ...]:
+        if identifier_type == "ip":
+            return tuple(t for t in self.challenge_types if t in IP_CHALLENGE_TYPES)
         if wildcard:
             return tuple(t for t in self.challenge_types if t == "dns-01")
         return self.challenge_types

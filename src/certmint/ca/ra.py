@@ -9,6 +9,7 @@ request and hands the RA checked values (DESIGN.md §2).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Coroutine
@@ -185,7 +186,7 @@ class RegistrationAuthority:
                 token=new_token(self._entropy),
                 status=PENDING,
             )
-            for ctype in self._pa.challenge_types_for(value, wildcard)
+            for ctype in self._pa.challenge_types_for(value, wildcard, id_type)
         )
         return AuthzRecord(
             id=authz_id,
@@ -418,7 +419,10 @@ class RegistrationAuthority:
             names = [v for _, v in order.identifiers]
             issued = self._ca.issue(
                 public_key=csr,
-                dns_names=names,
+                dns_names=[v for t, v in order.identifiers if t == "dns"],
+                # RFC 8738 §3 / RFC 5280 §4.2.1.6: ip identifiers become
+                # iPAddress SANs, never dNSName ones.
+                ip_addresses=[v for t, v in order.identifiers if t == "ip"],
                 not_before=not_before,
                 not_after=order.not_after,
                 validity=profile.validity,
@@ -456,20 +460,25 @@ class RegistrationAuthority:
             csr = parse_csr(csr_der)
         except CSRError as exc:
             raise errors.BadCSR(f"CSR could not be used: {exc}") from None
-        if csr.other_san_types or csr.ip_addresses:
-            raise errors.BadCSR("CSR may only contain DNS names the order covers")
-        requested = {n.lower() for n in csr.dns_names}
+        if csr.other_san_types:
+            raise errors.BadCSR("CSR may only contain DNS names and IP addresses the order covers")
+        # Compare as (type, canonical value) pairs, so an IP SAN satisfies
+        # only an ip identifier and a dNSName only a dns one (RFC 8738 §3).
+        requested = {("dns", n.lower()) for n in csr.dns_names}
+        requested |= {("ip", _canonical_ip(a)) for a in csr.ip_addresses}
         if csr.common_name is not None:
-            cn = csr.common_name.lower()
+            cn_address = _parse_ip(csr.common_name)
+            cn = ("ip", cn_address) if cn_address is not None else ("dns", csr.common_name.lower())
             # A CN must also be a SAN, unless the CSR names exactly one
-            # identifier in its CN alone (a form older clients send).
+            # identifier in its CN alone (a form older clients send). BR
+            # 7.1.4.3 lets a CN carry an IP address in its textual form.
             if requested and cn not in requested:
                 raise errors.BadCSR("CSR common name is not one of its subjectAltNames")
             requested.add(cn)
-        ordered = {v for _, v in order.identifiers}
+        ordered = set(order.identifiers)
         if requested != ordered:
-            missing = sorted(ordered - requested)
-            extra = sorted(requested - ordered)
+            missing = sorted(v for _, v in ordered - requested)
+            extra = sorted(v for _, v in requested - ordered)
             parts = []
             if missing:
                 parts.append("missing " + ", ".join(missing))
@@ -541,6 +550,18 @@ class RegistrationAuthority:
             return False
         held = self._sa.find_reusable_authzs(account.id, wanted, (VALID,), self._clock.now())
         return all(key in held for key in wanted)
+
+
+def _parse_ip(text: str) -> str | None:
+    """The canonical text of an IP address, or None if ``text`` is not one."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _canonical_ip(text: str) -> str:
+    return _parse_ip(text) or text
 
 
 def _find_challenge(authz: AuthzRecord, challenge_id: str) -> ChallengeRecord:

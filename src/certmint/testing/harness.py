@@ -350,6 +350,9 @@ def running_ca(
         "--http01-port", str(http01_port),
         "--tlsalpn01-port", str(tlsalpn01_port),
         "--allow-private-addresses",
+        # Test names live under .example/.test, which the Public Suffix List
+        # does not list (RFC 2606 / RFC 6761).
+        "--allow-unlisted-tlds",
         *serve_args,
     ]  # fmt: skip
 
