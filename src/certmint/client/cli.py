@@ -7,14 +7,18 @@ turns every failure into one plain line (``-v`` adds the traceback).
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 from certmint.client.errors import ClientError
 from certmint.client.options import parse
 from certmint.client.ui import Terminal
+from certmint.runtime import SystemClock, SystemEntropy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from certmint.client.commands import COMMANDS
     from certmint.client.context import Context
 
-    ctx = Context.from_args(args, term)
+    # The top of the program: the only place that reads the real environment,
+    # clock, randomness and user; everything below gets them from ``ctx``.
+    ctx = Context.from_args(
+        args,
+        term,
+        environ=dict(os.environ),
+        is_root=os.geteuid() == 0,
+        home=Path.home(),
+        clock=SystemClock(),
+        entropy=SystemEntropy(),
+        sleep=time.sleep,
+    )
     try:
         _log_to_file(ctx)
         logging.getLogger("certmint").info("certmint %s", args.verb)

@@ -4,10 +4,7 @@ register, update_account, show_account, unregister, run."""
 from __future__ import annotations
 
 import argparse
-import secrets
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -26,10 +23,6 @@ from certmint.client.storage import Lineage, RenewalParams
 # certbot sleeps up to 8 minutes before a non-interactive renew, so that
 # every machine's cron job does not hit the CA in the same second.
 MAX_RANDOM_RENEW_SLEEP_SECONDS = 480.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- certonly ---------------------------------------------------------------------
@@ -258,9 +251,9 @@ def _due(ctx: Context, lineage: Lineage, client: AcmeClient | None):  # type: ig
     return decide_renewal(
         not_before=lineage.not_before,
         not_after=lineage.not_after,
-        now=_now(),
+        now=ctx.clock.now(),
         ari_window=window,
-        pick=secrets.randbelow(1_000_000) / 1_000_000,
+        pick=ctx.entropy.randbelow(1_000_000) / 1_000_000,
     )
 
 
@@ -299,7 +292,7 @@ def renew(ctx: Context) -> int:
         if not due:
             return 0
         if not ctx.term.interactive and not args.no_random_sleep_on_renew and not args.dry_run:
-            time.sleep(secrets.randbelow(int(MAX_RANDOM_RENEW_SLEEP_SECONDS * 1000)) / 1000)
+            ctx.sleep(ctx.entropy.randbelow(int(MAX_RANDOM_RENEW_SLEEP_SECONDS * 1000)) / 1000)
         failures: list[str] = []
         hook_params = due[0][0].params
         _run_pre_hooks(ctx, hook_params)
@@ -333,26 +326,26 @@ def _run_pre_hooks(ctx: Context, params: RenewalParams) -> None:
     if ctx.args.dry_run:
         return
     if not ctx.args.no_directory_hooks:
-        run_directory_hooks(_hooks_dir(ctx, "pre"))
+        run_directory_hooks(_hooks_dir(ctx, "pre"), base_env=ctx.environ)
     if params.pre_hook:
-        run_shell_hook(params.pre_hook, what="pre")
+        run_shell_hook(params.pre_hook, base_env=ctx.environ, what="pre")
 
 
 def _run_post_hooks(ctx: Context, params: RenewalParams) -> None:
     if ctx.args.dry_run:
         return
     if params.post_hook:
-        run_shell_hook(params.post_hook, what="post")
+        run_shell_hook(params.post_hook, base_env=ctx.environ, what="post")
     if not ctx.args.no_directory_hooks:
-        run_directory_hooks(_hooks_dir(ctx, "post"))
+        run_directory_hooks(_hooks_dir(ctx, "post"), base_env=ctx.environ)
 
 
 def _run_deploy_hooks(ctx: Context, params: RenewalParams, lineage: Lineage) -> None:
     env = {"RENEWED_LINEAGE": str(lineage.live_dir), "RENEWED_DOMAINS": " ".join(lineage.names())}
     if not ctx.args.no_directory_hooks:
-        run_directory_hooks(_hooks_dir(ctx, "deploy"), env=env)
+        run_directory_hooks(_hooks_dir(ctx, "deploy"), base_env=ctx.environ, env=env)
     if params.deploy_hook:
-        run_shell_hook(params.deploy_hook, env=env, what="deploy")
+        run_shell_hook(params.deploy_hook, base_env=ctx.environ, env=env, what="deploy")
 
 
 # -- revoke, certificates, delete ---------------------------------------------------
@@ -406,7 +399,7 @@ def certificates(ctx: Context) -> int:
     if not lineages:
         ctx.term.say("No certificates found.")
         return 0
-    now = _now()
+    now = ctx.clock.now()
     lines = ["Found the following certificates:"]
     for lineage in lineages:
         days = (lineage.not_after - now).days

@@ -5,7 +5,7 @@ person at it."""
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,52 @@ from certmint.client.storage import CertStore, Paths, RenewalParams, default_pat
 from certmint.client.ui import Terminal
 from certmint.protocol.b64 import b64url_decode
 from certmint.protocol.jwk import PrivateKey, generate_private_key, jwk_thumbprint
+from certmint.runtime import Clock, Entropy
 
 
 @dataclass
 class Context:
+    """Everything a verb may use. The CLI builds it once from the real world
+    (environment, clock, randomness, sleep), so nothing below reads them
+    directly (DESIGN.md §2)."""
+
     args: argparse.Namespace
     term: Terminal
     paths: Paths
+    environ: Mapping[str, str]
+    clock: Clock
+    entropy: Entropy
+    sleep: Callable[[float], None]
     _sessions: list[AcmeSession] = field(default_factory=list)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, term: Terminal) -> Context:
-        defaults = default_paths(os.geteuid() == 0, Path.home())
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        term: Terminal,
+        *,
+        environ: Mapping[str, str],
+        is_root: bool,
+        home: Path,
+        clock: Clock,
+        entropy: Entropy,
+        sleep: Callable[[float], None],
+    ) -> Context:
+        defaults = default_paths(is_root, home)
         paths = Paths(
             config_dir=Path(args.config_dir) if args.config_dir else defaults.config_dir,
             work_dir=Path(args.work_dir) if args.work_dir else defaults.work_dir,
             logs_dir=Path(args.logs_dir) if args.logs_dir else defaults.logs_dir,
         )
-        return cls(args=args, term=term, paths=paths)
+        return cls(
+            args=args,
+            term=term,
+            paths=paths,
+            environ=environ,
+            clock=clock,
+            entropy=entropy,
+            sleep=sleep,
+        )
 
     @property
     def server(self) -> str:
@@ -53,7 +81,7 @@ class Context:
 
     def verify(self) -> bool | str:
         # certbot users trust a private CA through REQUESTS_CA_BUNDLE.
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+        bundle = self.environ.get("REQUESTS_CA_BUNDLE") or self.environ.get("SSL_CERT_FILE")
         return bundle if bundle else True
 
     def session(self, server: str, key: PrivateKey, kid: str | None = None) -> AcmeSession:
@@ -147,4 +175,4 @@ class Context:
                     "--manual or --dns-rfc2136"
                 )
             name = self.term.ask("Authenticator (standalone, webroot, manual, dns-rfc2136):")
-        return build_authenticator(name, self.args, params, self.term)
+        return build_authenticator(name, self.args, params, self.term, self.environ)

@@ -18,21 +18,28 @@ from certmint.client.errors import ClientError
 HOOK_TIMEOUT_SECONDS = 300.0
 
 
-def run_shell_hook(command: str, *, env: Mapping[str, str] | None = None, what: str) -> None:
-    _run(["/bin/sh", "-c", command], env=env, what=f"{what} hook {command!r}")
+def run_shell_hook(
+    command: str, *, base_env: Mapping[str, str], env: Mapping[str, str] | None = None, what: str
+) -> None:
+    _run(["/bin/sh", "-c", command], base_env=base_env, env=env, what=f"{what} hook {command!r}")
 
 
-def run_directory_hooks(directory: Path, *, env: Mapping[str, str] | None = None) -> None:
+def run_directory_hooks(
+    directory: Path, *, base_env: Mapping[str, str], env: Mapping[str, str] | None = None
+) -> None:
     if not directory.is_dir():
         return
     for path in sorted(directory.iterdir()):
         if path.is_file() and os.access(path, os.X_OK) and not path.name.endswith("~"):
-            _run([str(path)], env=env, what=f"hook {path}")
+            _run([str(path)], base_env=base_env, env=env, what=f"hook {path}")
 
 
-def _run(argv: list[str], *, env: Mapping[str, str] | None, what: str) -> None:
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+def _run(
+    argv: list[str], *, base_env: Mapping[str, str], env: Mapping[str, str] | None, what: str
+) -> None:
+    # Hooks run in the user's environment (``base_env``, read by the CLI)
+    # plus the variables certbot documents for this hook.
+    full_env = {**base_env, **(env or {})}
     try:
         result = subprocess.run(
             argv,

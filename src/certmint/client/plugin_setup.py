@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from certmint.client.authenticators.base import Authenticator
@@ -25,7 +25,11 @@ def _stored_preferred(params: RenewalParams | None) -> tuple[str, ...]:
 
 
 def build_authenticator(
-    name: str, args: argparse.Namespace, params: RenewalParams | None, term: Terminal
+    name: str,
+    args: argparse.Namespace,
+    params: RenewalParams | None,
+    term: Terminal,
+    environ: Mapping[str, str],
 ) -> Authenticator:
     preferred = tuple(
         p.strip() for p in (args.preferred_challenges or "").split(",") if p.strip()
@@ -69,8 +73,8 @@ def build_authenticator(
             prompt=term.pause,
             preferred=preferred or ("http-01", "dns-01"),
             # Hooks written for certbot expect the user's environment (HOME,
-            # API tokens); this module sits at the CLI's edge, so it may pass it.
-            environment=dict(os.environ),
+            # API tokens), which the CLI read into the context.
+            environment=environ,
         )
     if name == "dns-rfc2136":
         from certmint.client.authenticators.dns_rfc2136 import Rfc2136Authenticator

@@ -48,7 +48,7 @@ class ManualAuthenticator:
         hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
     ) -> None:
         """``environment`` is the base environment hooks run in; the CLI passes its
-        own (``os.environ``), as certbot does. ``prompt`` shows instructions and
+        own user environment, as certbot does. ``prompt`` shows instructions and
         returns once the person presses Enter."""
         unknown = [kind for kind in preferred if kind not in SUPPORTED]
         if unknown or not preferred:
