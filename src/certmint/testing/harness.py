@@ -89,6 +89,30 @@ class LintFinding:
         return f"{self.severity} {self.code} @ {self.node_path} ({self.validator}){detail}"
 
 
+def challtestsrv_command(
+    *,
+    dns_port: int,
+    management_port: int,
+    http01_port: int,
+    tlsalpn01_port: int,
+    answers_challenges: bool,
+) -> list[str]:
+    """The ``certmint-challtestsrv`` command line both CA harnesses use: DNS
+    answering 127.0.0.1 for every name, and the challenge responders on the
+    CA's validation ports only when asked — an empty address turns a
+    responder off, leaving its port to the client under test."""
+    http01 = f"{LOOPBACK}:{http01_port}" if answers_challenges else ""
+    tlsalpn01 = f"{LOOPBACK}:{tlsalpn01_port}" if answers_challenges else ""
+    return [
+        program_path("certmint-challtestsrv"),
+        "--dns", f"{LOOPBACK}:{dns_port}",
+        "--http01", http01,
+        "--tlsalpn01", tlsalpn01,
+        "--management", f"{LOOPBACK}:{management_port}",
+        "--default-ipv4", LOOPBACK,
+    ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- ports
 
 
@@ -326,20 +350,13 @@ def running_ca(
         cts_management_port,
     ) = _distinct_free_ports(6)
 
-    # An empty address turns a challenge responder off, leaving its port to
-    # the client under test.
-    cts_http01, cts_tlsalpn01 = "", ""
-    if challtestsrv_answers_challenges:
-        cts_http01, cts_tlsalpn01 = f"{LOOPBACK}:{http01_port}", f"{LOOPBACK}:{tlsalpn01_port}"
-
-    challtestsrv_argv = [
-        program_path("certmint-challtestsrv"),
-        "--dns", f"{LOOPBACK}:{dns_port}",
-        "--http01", cts_http01,
-        "--tlsalpn01", cts_tlsalpn01,
-        "--management", f"{LOOPBACK}:{cts_management_port}",
-        "--default-ipv4", LOOPBACK,
-    ]  # fmt: skip
+    challtestsrv_argv = challtestsrv_command(
+        dns_port=dns_port,
+        management_port=cts_management_port,
+        http01_port=http01_port,
+        tlsalpn01_port=tlsalpn01_port,
+        answers_challenges=challtestsrv_answers_challenges,
+    )
     serve_argv = [
         program_path("certmint-ca"),
         "serve",

@@ -40,6 +40,7 @@ from certmint.runtime import SystemClock
 from certmint.testing.harness import (
     LOOPBACK,
     HarnessError,
+    challtestsrv_command,
     free_port,
     program_path,
     start_process,
@@ -286,16 +287,13 @@ def running_pebble(
     if authz_reuse_percent is not None:
         env["PEBBLE_AUTHZREUSE"] = str(authz_reuse_percent)
 
-    cts_http01 = f"{LOOPBACK}:{http01_port}" if challtestsrv_answers_challenges else ""
-    cts_tlsalpn01 = f"{LOOPBACK}:{tlsalpn01_port}" if challtestsrv_answers_challenges else ""
-    challtestsrv_argv = [
-        program_path("certmint-challtestsrv"),
-        "--dns", f"{LOOPBACK}:{dns_port}",
-        "--http01", cts_http01,
-        "--tlsalpn01", cts_tlsalpn01,
-        "--management", f"{LOOPBACK}:{cts_port}",
-        "--default-ipv4", LOOPBACK,
-    ]  # fmt: skip
+    challtestsrv_argv = challtestsrv_command(
+        dns_port=dns_port,
+        management_port=cts_port,
+        http01_port=http01_port,
+        tlsalpn01_port=tlsalpn01_port,
+        answers_challenges=challtestsrv_answers_challenges,
+    )
     pebble_argv = [
         program_path("pebble"),
         "-config", str(config_path),
