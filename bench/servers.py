@@ -271,7 +271,10 @@ def start_certmint(
             "--dns-resolver", f"127.0.0.1:{ports['dns']}",
             "--http01-port", str(ports["http01"]),
             "--tlsalpn01-port", str(ports["tlsalpn01"]),
-            "--allow-private-addresses", *extra_args]
+            "--allow-private-addresses",
+            # The flows' names live under .test (RFC 2606), which the Public
+            # Suffix List does not list: a playground setting, as --dev has.
+            "--allow-unlisted-tlds", *extra_args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = ManagedProcess("certmint-ca", argv, directory / "certmint-ca.log", env=env)
     try:
@@ -311,7 +314,8 @@ class ServerProfiler:
             raise OSError("py-spy not found (pip install py-spy)")
         self._log = output.with_suffix(".log").open("wb")
         self.process = subprocess.Popen(
-            [exe, "record", "--nonblocking", "--format", "raw", "--rate", str(rate),
+            [exe, "record", "--nonblocking", "--subprocesses", "--format", "raw",
+             "--rate", str(rate),
              "--duration", str(max(1, round(seconds))), "--pid", str(pid), "--output",
              str(output)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

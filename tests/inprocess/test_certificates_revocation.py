@@ -225,8 +225,25 @@ async def test_revoking_twice_is_already_revoked(env: CAEnv) -> None:
     order, _ = await issue_with_key(env, client, NAMES)
     der = await leaf_der(client, order)
     assert (await client.post(client.dir["revokeCert"], revoke_payload(der))).status_code == 200
-    again = await client.post(client.dir["revokeCert"], revoke_payload(der, 1))
+    again = await client.post(client.dir["revokeCert"], revoke_payload(der, 4))
     assert_problem(again, 400, "alreadyRevoked")
+
+
+async def test_a_revoked_certificate_may_be_re_revoked_for_key_compromise(env: CAEnv) -> None:
+    """Boulder's UpdateRevokedCertificate: reason → keyCompromise, the date stays."""
+    client = await env.client()
+    order, _ = await issue_with_key(env, client, NAMES)
+    der = await leaf_der(client, order)
+    assert (await client.post(client.dir["revokeCert"], revoke_payload(der, 4))).status_code == 200
+    revoked_at = env.clock.now()
+    env.clock.advance(60)
+    again = await client.post(client.dir["revokeCert"], revoke_payload(der, 1))
+    assert again.status_code == 200, again.text
+    record = env.server.sa.get_certificate(serial_of(order))
+    assert record is not None
+    assert (record.revocation_reason, record.revoked_at) == (1, revoked_at)
+    third = await client.post(client.dir["revokeCert"], revoke_payload(der, 1))
+    assert_problem(third, 400, "alreadyRevoked")
 
 
 def foreign_certificate() -> bytes:
@@ -270,18 +287,30 @@ async def test_crl_lists_the_revoked_serial(env: CAEnv) -> None:
     order, _ = await issue_with_key(env, client, NAMES)
     der = await leaf_der(client, order)
     record = env.server.sa.get_certificate(serial_of(order))
-    assert record is not None
+    assert record is not None and record.crl_shard is not None
     serial = x509.load_der_x509_certificate(der).serial_number
-    # Fetch first so that a cached CRL must be invalidated by the revocation.
-    before = x509.load_der_x509_crl(env.server.crl_publisher.crl_der(record.issuer_id))
-    assert before.get_revoked_certificate_by_serial_number(serial) is None
-    response = await client.post(client.dir["revokeCert"], revoke_payload(der, 1))
+    env.server.crl_updater.run_once()
+    publisher = env.server.crl_publisher
+    before = publisher.crl_der(record.issuer_id, record.crl_shard)
+    assert before is not None
+    assert x509.load_der_x509_crl(before).get_revoked_certificate_by_serial_number(serial) is None
+    response = await client.post(client.dir["revokeCert"], revoke_payload(der, 4))
     assert response.status_code == 200
-    crl = x509.load_der_x509_crl(env.server.crl_publisher.crl_der(record.issuer_id))
-    entry = crl.get_revoked_certificate_by_serial_number(serial)
-    assert entry is not None
-    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-    assert reason == x509.ReasonFlags.key_compromise
+    # The revocation marked the shard and the complete CRL (shard 0) dirty;
+    # the updater rebuilds exactly those two.
+    env.clock.advance(env.server.crl_updater.config.update_after_revocation.total_seconds())
+    rebuilt = env.server.crl_updater.run_once()
+    assert {(b.shard, b.reason) for b in rebuilt} == {
+        (0, "revocation"),
+        (record.crl_shard, "revocation"),
+    }
+    for shard in (record.crl_shard, 0):
+        body = publisher.crl_der(record.issuer_id, shard)
+        assert body is not None
+        entry = x509.load_der_x509_crl(body).get_revoked_certificate_by_serial_number(serial)
+        assert entry is not None
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        assert reason == x509.ReasonFlags.superseded
 
 
 async def test_default_issuer_is_e1(env: CAEnv) -> None:
@@ -290,4 +319,5 @@ async def test_default_issuer_is_e1(env: CAEnv) -> None:
     record = env.server.sa.get_certificate(serial_of(order))
     assert record is not None
     assert record.issuer_id == "e1"
-    assert env.server.crl_publisher.crl_der("e1")
+    env.server.crl_updater.run_once()
+    assert env.server.crl_publisher.crl_der("e1", 0)

@@ -24,14 +24,21 @@ pytestmark = pytest.mark.anyio
 
 PUBLIC_V4 = "8.8.8.8"
 PUBLIC_V6 = "2606:4700:4700::1111"
+# The only profile that allows ip identifiers (as at Let's Encrypt).
+SHORTLIVED = "shortlived"
 
 
 def ident(id_type: str, value: str) -> dict[str, str]:
     return {"type": id_type, "value": value}
 
 
-async def new_order(client: RawAcmeClient, *idents: dict[str, str]) -> httpx.Response:
-    return await client.post(client.dir["newOrder"], {"identifiers": list(idents)})
+async def new_order(
+    client: RawAcmeClient, *idents: dict[str, str], profile: str | None = None
+) -> httpx.Response:
+    payload: dict[str, Any] = {"identifiers": list(idents)}
+    if profile is not None:
+        payload["profile"] = profile
+    return await client.post(client.dir["newOrder"], payload)
 
 
 def csr_for(dns_names: list[str], ips: list[str], *, common_name: str | None = None) -> bytes:
@@ -48,8 +55,10 @@ def csr_for(dns_names: list[str], ips: list[str], *, common_name: str | None = N
     return csr.public_bytes(serialization.Encoding.DER)
 
 
-async def ready_order(env: CAEnv, client: RawAcmeClient, *idents: dict[str, str]) -> dict[str, Any]:
-    response = await new_order(client, *idents)
+async def ready_order(
+    env: CAEnv, client: RawAcmeClient, *idents: dict[str, str], profile: str | None = None
+) -> dict[str, Any]:
+    response = await new_order(client, *idents, profile=profile)
     assert response.status_code == 201, response.text
     order_url = response.headers["Location"]
     for authz_url in response.json()["authorizations"]:
@@ -76,7 +85,9 @@ def refused_subproblems(response: httpx.Response) -> list[dict[str, Any]]:
 
 async def test_ip_order_offers_only_http01_and_tlsalpn01(env: CAEnv) -> None:
     client = await env.client()
-    response = await new_order(client, ident("ip", PUBLIC_V4), ident("ip", PUBLIC_V6))
+    response = await new_order(
+        client, ident("ip", PUBLIC_V4), ident("ip", PUBLIC_V6), profile=SHORTLIVED
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert sorted(i["value"] for i in body["identifiers"]) == sorted([PUBLIC_V4, PUBLIC_V6])
@@ -90,7 +101,12 @@ async def test_ip_order_offers_only_http01_and_tlsalpn01(env: CAEnv) -> None:
 async def test_ip_certificate_has_ip_san(env: CAEnv) -> None:
     client = await env.client()
     order = await ready_order(
-        env, client, ident("dns", "www.example.com"), ident("ip", PUBLIC_V4), ident("ip", PUBLIC_V6)
+        env,
+        client,
+        ident("dns", "www.example.com"),
+        ident("ip", PUBLIC_V4),
+        ident("ip", PUBLIC_V6),
+        profile=SHORTLIVED,
     )
     csr = csr_for(["www.example.com"], [PUBLIC_V4, PUBLIC_V6])
     response = await client.finalize(order, csr)
@@ -107,7 +123,7 @@ async def test_ip_certificate_has_ip_san(env: CAEnv) -> None:
 
 async def test_ip_only_certificate_with_ip_common_name(env: CAEnv) -> None:
     client = await env.client()
-    order = await ready_order(env, client, ident("ip", PUBLIC_V4))
+    order = await ready_order(env, client, ident("ip", PUBLIC_V4), profile=SHORTLIVED)
     response = await client.finalize(order, csr_for([], [PUBLIC_V4], common_name=PUBLIC_V4))
     assert response.status_code == 200, response.text
 
@@ -124,7 +140,7 @@ async def test_csr_must_carry_exactly_the_orders_ips(
     env: CAEnv, dns_names: list[str], ips: list[str], complaint: str
 ) -> None:
     client = await env.client()
-    order = await ready_order(env, client, ident("ip", PUBLIC_V4))
+    order = await ready_order(env, client, ident("ip", PUBLIC_V4), profile=SHORTLIVED)
     response = await client.finalize(order, csr_for(dns_names, ips))
     assert response.status_code == 400, response.text
     assert problem_type(response) == "badCSR"
@@ -152,7 +168,7 @@ async def test_csr_must_carry_exactly_the_orders_ips(
 )
 async def test_special_purpose_ips_refused(env: CAEnv, value: str, detail_part: str) -> None:
     client = await env.client()
-    subs = refused_subproblems(await new_order(client, ident("ip", value)))
+    subs = refused_subproblems(await new_order(client, ident("ip", value), profile=SHORTLIVED))
     assert len(subs) == 1
     assert subs[0]["identifier"] == {"type": "ip", "value": value}
     assert detail_part in subs[0]["detail"], subs[0]["detail"]
@@ -166,6 +182,7 @@ async def test_several_refusals_each_have_a_subproblem(env: CAEnv) -> None:
         ident("dns", "co.uk"),
         ident("dns", "fine.example.com"),
         ident("ip", "127.0.0.1"),
+        profile=SHORTLIVED,
     )
     subs = refused_subproblems(response)
     assert sorted(s["identifier"]["value"] for s in subs) == ["10.0.0.1", "127.0.0.1", "co.uk"]
@@ -174,7 +191,7 @@ async def test_several_refusals_each_have_a_subproblem(env: CAEnv) -> None:
 async def test_private_ips_allowed_by_operator(env_factory: Any) -> None:
     env: CAEnv = await env_factory(policy=replace(TEST_POLICY, allow_private_ip_identifiers=True))
     client = await env.client()
-    order = await ready_order(env, client, ident("ip", "127.0.0.1"))
+    order = await ready_order(env, client, ident("ip", "127.0.0.1"), profile=SHORTLIVED)
     response = await client.finalize(order, csr_for([], ["127.0.0.1"]))
     assert response.status_code == 200, response.text
 
@@ -253,7 +270,7 @@ async def test_too_many_names(env_factory: Any) -> None:
     env: CAEnv = await env_factory(policy=replace(TEST_POLICY, max_names_per_order=3))
     client = await env.client()
     names = [ident("dns", f"n{i}.example.com") for i in range(3)]
-    response = await new_order(client, *names, ident("ip", PUBLIC_V4))
+    response = await new_order(client, *names, ident("ip", PUBLIC_V4), profile=SHORTLIVED)
     assert response.status_code == 400, response.text
     assert problem_type(response) == "rejectedIdentifier"
     assert "at most 3" in response.json()["detail"]

@@ -75,7 +75,8 @@ async def test_ip_certificate_issued_via_http01(ip_ca: LoopbackCA) -> None:
     async with _http(ip_ca) as http:
         client = await _account(ip_ca, http)
         response = await client.post(
-            client.dir["newOrder"], {"identifiers": [{"type": "ip", "value": LOOPBACK}]}
+            client.dir["newOrder"],
+            {"identifiers": [{"type": "ip", "value": LOOPBACK}], "profile": "shortlived"},
         )
         assert response.status_code == 201, response.text
         order_url = response.headers["Location"]
@@ -114,7 +115,8 @@ async def test_loopback_ip_refused_without_the_operator_flag(tmp_path: Path) -> 
         async with _http(ca) as http:
             client = await _account(ca, http)
             response = await client.post(
-                client.dir["newOrder"], {"identifiers": [{"type": "ip", "value": LOOPBACK}]}
+                client.dir["newOrder"],
+                {"identifiers": [{"type": "ip", "value": LOOPBACK}], "profile": "shortlived"},
             )
     assert response.status_code == 400, response.text
     body = response.json()

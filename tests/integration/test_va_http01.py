@@ -112,10 +112,12 @@ async def test_wrong_body_is_unauthorized(srv: ChallengeTestServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_404_is_connection_problem(srv: ChallengeTestServer) -> None:
+async def test_404_is_unauthorized(srv: ChallengeTestServer) -> None:
+    # The server answered, so the connection is fine: it did not serve the
+    # key authorization (Boulder's mapping; docs/validation-failures.md).
     result = await validate(config_for(srv))
     kind, detail = problem_of(result)
-    assert kind == ProblemType.CONNECTION
+    assert kind == ProblemType.UNAUTHORIZED
     assert f"Invalid response from http://example.com:{srv.http01_port}{PATH}: 404" in detail
     assert result.records[0].address_used == "127.0.0.1"
 
@@ -283,9 +285,10 @@ async def test_slow_server_hits_the_deadline(srv: ChallengeTestServer) -> None:
     server = await asyncio.start_server(stall, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        started = anyio.current_time()
-        result = await validate(config_for(srv, http01_port=port, total_timeout=0.5))
-        elapsed = anyio.current_time() - started
+        # The configured 0.5 s deadline, not the 15 s default, must end it:
+        # the outer bound fails the test long before the default would.
+        with anyio.fail_after(10):
+            result = await validate(config_for(srv, http01_port=port, total_timeout=0.5))
     finally:
         never.set()
         server.close()
@@ -293,7 +296,6 @@ async def test_slow_server_hits_the_deadline(srv: ChallengeTestServer) -> None:
     kind, detail = problem_of(result)
     assert kind == ProblemType.CONNECTION
     assert "Timeout after connect" in detail
-    assert elapsed < 2.0
     assert result.records[0].address_used == "127.0.0.1"
 
 
@@ -384,7 +386,7 @@ async def test_redirect_to_https_sends_sni_and_skips_verification(
 
 @pytest.mark.anyio
 async def test_non_followed_redirect_status(srv: ChallengeTestServer) -> None:
-    # 303 is not in BR 3.2.2.4.19's list: treated as an invalid response.
+    # 303 is not in BR 3.2.2.4.19's list: an invalid response, like a 404.
     async def see_other(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
         writer.write(b"HTTP/1.1 303 See Other\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n")
@@ -398,7 +400,7 @@ async def test_non_followed_redirect_status(srv: ChallengeTestServer) -> None:
     finally:
         server.close()
         await server.wait_closed()
-    assert kind == ProblemType.CONNECTION
+    assert kind == ProblemType.UNAUTHORIZED
     assert detail.endswith(": 303")
 
 

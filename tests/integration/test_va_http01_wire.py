@@ -235,16 +235,15 @@ def redirect_to_https() -> bytes:
 @pytest.mark.anyio
 async def test_https_hop_whose_handshake_stalls_is_a_connect_timeout() -> None:
     async with silent_server() as tls_port, http_server(reply(redirect_to_https())) as (port, _):
-        started = anyio.current_time()
-        result = await validate(port, https_port=tls_port, connect_timeout=0.3)
-        elapsed = anyio.current_time() - started
+        # The 0.3 s connect deadline, not the 15 s total default, must end it.
+        with anyio.fail_after(10):
+            result = await validate(port, https_port=tls_port, connect_timeout=0.3)
     kind, detail = problem_of(result)
     assert kind == ProblemType.CONNECTION
     assert detail == (
         f"127.0.0.1: Fetching https://127.0.0.1:{tls_port}{PATH}: "
         "Timeout during connect (likely firewall problem)"
     )
-    assert elapsed < 2.0
 
 
 @pytest.mark.anyio

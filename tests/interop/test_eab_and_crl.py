@@ -4,6 +4,7 @@ and the CRL each certificate points to, checked with openssl."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,14 +85,20 @@ def test_certbot_needs_and_uses_an_operator_made_eab_key(
 
 def crl_path_of(cert: x509.Certificate) -> str:
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    uri = points[0].full_name[0].value  # type: ignore[index]
+    uri = points[0].full_name[0].value
     return urlsplit(str(uri)).path
 
 
 def test_the_crl_a_certificate_names_lists_it_once_revoked(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    args = ("--management-base-url", PUBLIC_MANAGEMENT_BASE_URL)
+    # A revocation shows in its CRL shard within a second (ca/crl_updater.py).
+    args = (
+        "--management-base-url",
+        PUBLIC_MANAGEMENT_BASE_URL,
+        "--crl-update-after-revocation",
+        "1",
+    )
     with running_ca(tmp_path / "ca", serve_args=args) as ca:
         home = tmp_path / "certbot"
         live = obtain(ca, home, "crl.interop.example.com")
@@ -100,8 +107,18 @@ def test_the_crl_a_certificate_names_lists_it_once_revoked(
         # is that host here, as DNS would make it in production.
         crl_url = ca.management_url + crl_path_of(cert)
 
-        def fetch_crl() -> Path:
-            response = httpx.get(crl_url, timeout=10)
+        def fetch_crl(listing: bool = False) -> Path:
+            # Bounded poll: the CRL updater publishes asynchronously.
+            for _ in range(120):
+                response = httpx.get(crl_url, timeout=10)
+                if response.status_code == 200:
+                    crl = x509.load_der_x509_crl(response.content)
+                    listed = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+                    if listed is not None or not listing:
+                        break
+                else:
+                    assert response.status_code == 503, response.text  # not built yet
+                time.sleep(0.25)
             assert response.status_code == 200
             assert response.headers["content-type"] == "application/pkix-crl"
             path = tmp_path / "e1.crl"
@@ -124,7 +141,7 @@ def test_the_crl_a_certificate_names_lists_it_once_revoked(
             ca, home, "revoke", "--cert-path", str(live / "cert.pem"),
             "--reason", "keycompromise", "--no-delete-after-revoke",
         )  # fmt: skip
-        crl = fetch_crl()
+        crl = fetch_crl(listing=True)
         text = openssl("crl", "-inform", "DER", "-in", str(crl), "-noout", "-text")
         assert serial_hex in text.stdout.replace(":", "").upper()
         assert "Key Compromise" in text.stdout

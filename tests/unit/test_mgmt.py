@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from certmint.ca.issuance.authority import CertificateAuthority, IssuanceConfig
 from certmint.ca.issuance.hierarchy import Hierarchy, load_or_create_dev_hierarchy
-from certmint.ca.mgmt import CrlPublisher, build_management_app, invalidate_crl
-from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord, RevokedEntry
+from certmint.ca.mgmt import CrlPublisher, build_management_app
+from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord, StoredCrl
 from certmint.testing.clock import FakeClock
 from certmint.testing.entropy import SeededEntropy
 
@@ -29,7 +29,8 @@ class FakeStatusSource:
 
     def __init__(self) -> None:
         self.records: dict[str, CertificateRecord] = {}
-        self.list_calls = 0
+        self.crls: dict[tuple[str, int], StoredCrl] = {}
+        self.crl_reads = 0
         self.fail = False
 
     def add(self, record: CertificateRecord) -> None:
@@ -45,16 +46,16 @@ class FakeStatusSource:
             raise RuntimeError("database on fire: secret detail")
         return self.records.get(serial)
 
-    def list_revoked(self, issuer_id: str, now: datetime) -> list[RevokedEntry]:
-        self.list_calls += 1
-        return [
-            RevokedEntry(r.serial, r.revoked_at, r.revocation_reason)
-            for r in self.records.values()
-            if r.issuer_id == issuer_id
-            and r.status == CERT_REVOKED
-            and r.revoked_at is not None
-            and r.not_after > now
-        ]
+    def store_crl(self, issuer_id: str, shard: int, number: int, der: bytes) -> None:
+        self.crls[(issuer_id, shard)] = StoredCrl(issuer_id, shard, number, START, START, der)
+
+    def get_crl_number(self, issuer_id: str, shard: int) -> int | None:
+        stored = self.crls.get((issuer_id, shard))
+        return None if stored is None else stored.crl_number
+
+    def get_crl(self, issuer_id: str, shard: int) -> StoredCrl | None:
+        self.crl_reads += 1
+        return self.crls.get((issuer_id, shard))
 
 
 class Env:
@@ -70,7 +71,13 @@ class Env:
             SeededEntropy(4),
         )
         self.source = FakeStatusSource()
-        self.app = build_management_app(self.ca, self.hierarchy, self.source, self.clock)
+        self.app = build_management_app(
+            self.ca,
+            self.hierarchy,
+            self.source,
+            self.clock,
+            crl_publisher=CrlPublisher(self.source, self.ca.issuer_ids, shards=16),
+        )
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
     def issue(self, name: str) -> CertificateRecord:
@@ -100,10 +107,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
     environment = Env(tmp_path)
     with environment.client:
         yield environment
-
-
-def _crl_serials(body: bytes) -> set[int]:
-    return {entry.serial_number for entry in x509.load_der_x509_crl(body)}
 
 
 def test_health(env: Env) -> None:
@@ -144,68 +147,69 @@ def test_aia(env: Env) -> None:
         assert env.client.get(bad).status_code == 404, bad
 
 
-def test_crl_cached_then_invalidated(env: Env) -> None:
-    record = env.issue("a.example")
-    response = env.client.get("/crl/e1.crl")
+def test_crl_is_served_from_storage_and_cached_by_number(env: Env) -> None:
+    # The CRL updater stores CRLs (ca/crl_updater.py); the app serves them.
+    env.source.store_crl("e1", 3, 1, b"crl-3-v1")
+    response = env.client.get("/crl/e1/3.crl")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pkix-crl"
-    crl = x509.load_der_x509_crl(response.content)
-    assert crl.is_signature_valid(env.hierarchy.issuers[0].cert.public_key())  # type: ignore[arg-type]
-    assert _crl_serials(response.content) == set()
-    assert env.source.list_calls == 1
-
-    env.source.revoke(record.serial, env.clock.now(), 1)
-    # Cached: the same CRL is served again without asking the SA.
-    env.clock.advance(30)
-    again = env.client.get("/crl/e1.crl")
-    assert again.content == response.content
-    assert env.source.list_calls == 1
-
-    # After invalidation the revocation shows at once.
-    invalidate_crl(env.app, "e1")
-    fresh = env.client.get("/crl/e1.crl")
-    assert _crl_serials(fresh.content) == {int(record.serial, 16)}
-    assert env.source.list_calls == 2
+    assert response.content == b"crl-3-v1"
+    assert env.source.crl_reads == 1
+    # Same number: served from this process's cache, the DER is not read again.
+    assert env.client.get("/crl/e1/3.crl").content == b"crl-3-v1"
+    assert env.source.crl_reads == 1
+    # A newer CRL is served as soon as it is stored.
+    env.source.store_crl("e1", 3, 2, b"crl-3-v2")
+    assert env.client.get("/crl/e1/3.crl").content == b"crl-3-v2"
+    assert env.source.crl_reads == 2
 
 
-def test_crl_regenerated_after_60_seconds(env: Env) -> None:
-    record = env.issue("a.example")
-    first = env.client.get("/crl/e1.crl").content
-    env.source.revoke(record.serial, env.clock.now(), None)
-    env.clock.advance(59)
-    assert env.client.get("/crl/e1.crl").content == first
-    env.clock.advance(1)
-    later = env.client.get("/crl/e1.crl").content
-    assert _crl_serials(later) == {int(record.serial, 16)}
-    number = x509.load_der_x509_crl(later).extensions.get_extension_for_class(x509.CRLNumber)
-    old_number = x509.load_der_x509_crl(first).extensions.get_extension_for_class(x509.CRLNumber)
-    assert number.value.crl_number > old_number.value.crl_number
+def test_the_pre_sharding_url_serves_the_complete_crl(env: Env) -> None:
+    env.source.store_crl("e1", 0, 7, b"complete")
+    env.source.store_crl("e1", 1, 7, b"shard-1")
+    assert env.client.get("/crl/e1.crl").content == b"complete"
+    assert env.client.get("/crl/e1/1.crl").content == b"shard-1"
 
 
-def test_crl_unknown_issuer(env: Env) -> None:
-    for bad in ("/crl/e2.crl", "/crl/e1.der", "/crl/"):
+def test_a_crl_not_built_yet_is_503_with_retry_after(env: Env) -> None:
+    for path in ("/crl/e1.crl", "/crl/e1/1.crl", "/crl/e1/16.crl"):
+        response = env.client.get(path)
+        assert response.status_code == 503, path
+        assert response.headers["Retry-After"] == "1"
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_shard_above_the_configured_count_is_served_only_if_stored(env: Env) -> None:
+    # An operator who lowered --crl-shards still serves the shards that
+    # unexpired certificates name.
+    assert env.client.get("/crl/e1/17.crl").status_code == 404
+    env.source.store_crl("e1", 17, 1, b"old shard")
+    assert env.client.get("/crl/e1/17.crl").content == b"old shard"
+
+
+def test_crl_unknown_issuer_or_shard(env: Env) -> None:
+    for bad in (
+        "/crl/e2.crl",
+        "/crl/e1.der",
+        "/crl/",
+        "/crl/e2/1.crl",
+        "/crl/e1/0.crl",
+        "/crl/e1/01.crl",
+        "/crl/e1/-1.crl",
+        "/crl/e1/x.crl",
+        "/crl/e1/99999.crl",
+        "/crl/e1/1.der",
+    ):
         response = env.client.get(bad)
         assert response.status_code == 404, bad
         assert response.json()["status"] == 404
 
 
-def test_shared_publisher(tmp_path: Path) -> None:
-    environment = Env(tmp_path)
-    publisher = CrlPublisher(environment.ca, environment.source, environment.clock)
-    app = build_management_app(
-        environment.ca,
-        environment.hierarchy,
-        environment.source,
-        environment.clock,
-        crl_publisher=publisher,
-    )
-    assert app.state.crl_publisher is publisher
-    record = environment.issue("a.example")
+def test_without_a_publisher_there_are_no_crls(env: Env) -> None:
+    app = build_management_app(env.ca, env.hierarchy, env.source, env.clock)
+    env.source.store_crl("e1", 1, 1, b"shard-1")
     with TestClient(app) as client:
-        assert _crl_serials(client.get("/crl/e1.crl").content) == set()
-        environment.source.revoke(record.serial, environment.clock.now(), 4)
-        publisher.invalidate_crl("e1")  # what the RA calls after a revocation
-        assert _crl_serials(client.get("/crl/e1.crl").content) == {int(record.serial, 16)}
+        assert client.get("/crl/e1/1.crl").status_code == 404
 
 
 def test_cert_status_valid_and_revoked(env: Env) -> None:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from certmint.ca.nonces import ChaoticNonceService, MemoryNonceService, SharedNonceService
+from certmint.protocol.b64 import b64url_decode
 from certmint.runtime import SeededEntropy, SystemEntropy
 
 
@@ -32,6 +33,18 @@ def test_shared_nonce_with_a_wrong_tag_is_refused() -> None:
     forged = nonce[:12] + ("A" if nonce[12] != "A" else "B") + nonce[13:]
     assert not service.redeem(forged)
     assert service.redeem(nonce)
+
+
+def test_shared_nonces_do_not_reveal_a_counter() -> None:
+    """Consecutive nonces share no prefix and are not ordered: the counter
+    inside is encrypted, so a client cannot count the server's nonces."""
+    service = SharedNonceService(SeededEntropy(7))
+    raw = [b64url_decode(service.issue()) for _ in range(64)]
+    assert len({r[:8] for r in raw}) == 64
+    assert [r[:8] for r in raw] != sorted(r[:8] for r in raw)
+    # Another server (another key) cannot redeem this one's nonces.
+    other = SharedNonceService(SeededEntropy(8))
+    assert not other.redeem(service.issue())
 
 
 def test_shared_table_forgets_the_oldest_when_full() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from certmint.ca import errors
 from certmint.ca.cli import CliError, _parser, _policy_config, read_blocked_names
-from certmint.ca.config import CLASSIC, PolicyConfig
+from certmint.ca.config import SHORTLIVED, PolicyConfig
 from certmint.ca.policy import (
     SPECIAL_PURPOSE_RANGES,
     PolicyAuthority,
@@ -30,7 +30,9 @@ def make_pa(**changes: object) -> PolicyAuthority:
 
 
 def check(pa: PolicyAuthority, *idents: tuple[str, str]) -> tuple[tuple[str, str], ...]:
-    return pa.check_order_identifiers(tuple(Identifier(t, v) for t, v in idents), CLASSIC)
+    # shortlived: the profile that allows both dns and ip identifiers; the
+    # per-profile rules are tested in test_policy_profiles.py.
+    return pa.check_order_identifiers(tuple(Identifier(t, v) for t, v in idents), SHORTLIVED)
 
 
 def refusal(pa: PolicyAuthority, id_type: str, value: str) -> errors.AcmeError:

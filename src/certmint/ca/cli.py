@@ -14,7 +14,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from certmint.ca.config import CAConfig, ChaosConfig, PolicyConfig
+from certmint.ca.admin_cli import add_revoke_parser
+from certmint.ca.admin_cli import run as run_admin_revoke
+from certmint.ca.ceremony_cli import add_parser as add_ceremony_parser
+from certmint.ca.ceremony_cli import run as run_ceremony
+from certmint.ca.config import (
+    CHALLENGE_TYPES,
+    DEFAULT_CHALLENGES,
+    DEFAULT_PROFILES,
+    CAConfig,
+    ChaosConfig,
+    PolicyConfig,
+)
+from certmint.ca.crl_cli import add_crl_arguments, crl_config
+from certmint.ca.perspective_cli import PerspectiveCliError, add_private_network_argument
+from certmint.ca.perspective_cli import add_parser as add_perspective_parser
+from certmint.ca.perspective_cli import run as run_perspective
 
 DEFAULT_DATA_DIR = "certmint-ca-data"
 DEV_DNS = ("127.0.0.1", 8053)
@@ -59,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tlsalpn01-port", type=int, help="port for tls-alpn-01 (443)")
     serve.add_argument("--dns-resolver", action="append", default=[], metavar="HOST:PORT")
     serve.add_argument("--allow-private-addresses", action="store_true")
+    add_private_network_argument(serve)
+    serve.add_argument(
+        "--weak-keys-file",
+        metavar="FILE",
+        help="more Debian weak-key fingerprints (openssl-vulnkey lists or Boulder's "
+        "JSON list), refused besides the shipped ones",
+    )
+    serve.add_argument(
+        "--blocked-keys-file",
+        metavar="FILE",
+        help="keys to refuse: PEM public keys or SHA-256 hex digests of their "
+        "SubjectPublicKeyInfo, one a line",
+    )
     serve.add_argument(
         "--allow-unlisted-tlds",
         action="store_true",
@@ -78,6 +106,30 @@ def _parser() -> argparse.ArgumentParser:
         "--max-names", type=int, default=None, help="most identifiers in one order (100)"
     )
     serve.add_argument(
+        "--default-profile",
+        default=PolicyConfig.default_profile,
+        choices=[p.name for p in DEFAULT_PROFILES],
+        help="profile for orders that name none (draft-ietf-acme-profiles; default classic)",
+    )
+    serve.add_argument(
+        "--enable-challenge",
+        action="append",
+        default=[],
+        choices=CHALLENGE_TYPES,
+        metavar="TYPE",
+        help=f"also offer this challenge type (repeatable; on by default: "
+        f"{', '.join(DEFAULT_CHALLENGES)}; also: "
+        f"{', '.join(t for t in CHALLENGE_TYPES if t not in DEFAULT_CHALLENGES)})",
+    )
+    serve.add_argument(
+        "--disable-challenge",
+        action="append",
+        default=[],
+        choices=CHALLENGE_TYPES,
+        metavar="TYPE",
+        help="do not offer this challenge type (repeatable)",
+    )
+    serve.add_argument(
         "--dev",
         action="store_true",
         help="local playground: test DNS on 127.0.0.1:8053 answering 127.0.0.1 for "
@@ -87,12 +139,35 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--terms-of-service", help="URL clients must agree to")
     serve.add_argument("--eab-required", action="store_true")
     serve.add_argument(
+        "--ocsp", action="store_true", help="OCSP responder (RFC 6960) at MGMT-URL/ocsp, in AIA"
+    )
+    serve.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
     serve.add_argument("--chaos-nonce-reject", type=float, default=0.0, metavar="PCT")
     serve.add_argument("--chaos-validation-delay", type=float, default=0.0, metavar="SECONDS")
     serve.add_argument("--chaos-authz-reuse", type=float, default=None, metavar="PCT")
     serve.add_argument("--chaos-seed", type=int, default=None)
+    serve.add_argument(
+        "--remote-va",
+        action="append",
+        default=[],
+        metavar="REGION=URL",
+        help="a remote VA perspective (certmint-ca va-perspective) that must corroborate "
+        "each validation (BR 3.2.2.9); repeatable",
+    )
+    serve.add_argument("--remote-va-secret-file", metavar="PATH", help="shared secret file")
+    serve.add_argument("--remote-va-timeout", type=float, default=10.0, metavar="SECONDS")
+    serve.add_argument(
+        "--issuers-file",
+        metavar="ISSUERS.toml",
+        help="roots and issuing intermediates (key files or PKCS#11 keys), as written by "
+        "`certmint-ca ceremony run`; default: a development hierarchy in the data dir",
+    )
+    add_crl_arguments(serve)
+
+    add_perspective_parser(sub)
+    add_ceremony_parser(sub)
 
     eab = sub.add_parser("eab", help="external account binding keys")
     eab_sub = eab.add_subparsers(dest="eab_command", required=True)
@@ -113,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     window.add_argument("--start", help="RFC 3339, e.g. 2026-01-02T00:00:00Z")
     window.add_argument("--end", help="RFC 3339, after --start")
     window.add_argument("--clear", action="store_true", help="back to the default window")
+    add_revoke_parser(admin_sub)
     return parser
 
 
@@ -132,13 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "eab":
             return _eab(args)
+        if args.command == "admin" and args.admin_command == "revoke":
+            return run_admin_revoke(args)
         if args.command == "admin":
             return _renewal_window(args)
+        if args.command == "va-perspective":
+            return run_perspective(args)
+        if args.command == "ceremony":
+            return run_ceremony(args)
     except CliError as exc:
         print(f"certmint-ca: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except PerspectiveCliError as exc:
+        print(f"certmint-ca: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # one line, never a traceback (-v shows it)
         if args.verbose:
             log.exception("failed")
@@ -230,13 +315,53 @@ def _policy_config(args: argparse.Namespace) -> PolicyConfig:
     max_names = PolicyConfig.max_names_per_order if args.max_names is None else args.max_names
     if max_names < 1:
         raise CliError("--max-names must be at least 1")
+    weak, blocked = _key_lists(args)
     return PolicyConfig(
+        extra_weak_rsa_fingerprints=weak,
+        blocked_key_digests=blocked,
         max_names_per_order=max_names,
+        default_profile=args.default_profile,
+        enabled_challenges=_enabled_challenges(args.enable_challenge, args.disable_challenge),
         blocked_names=exact,
         blocked_suffixes=suffixes,
         allow_unlisted_tlds=args.allow_unlisted_tlds or args.dev,
         allow_private_ip_identifiers=args.allow_private_ip_identifiers or args.dev,
     )
+
+
+def _key_lists(args: argparse.Namespace) -> tuple[frozenset[str], frozenset[bytes]]:
+    """The operator's extra weak-key fingerprints and blocked key digests."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    from certmint.ca.keypolicy import parse_blocked_keys, parse_weak_rsa_fingerprints
+
+    weak: frozenset[str] = frozenset()
+    blocked: frozenset[bytes] = frozenset()
+    if args.weak_keys_file is not None:
+        try:
+            weak = parse_weak_rsa_fingerprints(Path(args.weak_keys_file).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot use --weak-keys-file {args.weak_keys_file}: {exc}") from None
+    if args.blocked_keys_file is not None:
+        path = args.blocked_keys_file
+        try:
+            blocked = parse_blocked_keys(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, UnsupportedAlgorithm) as exc:
+            raise CliError(f"cannot use --blocked-keys-file {path}: {exc}") from None
+    return weak, blocked
+
+
+def _enabled_challenges(enable: Sequence[str], disable: Sequence[str]) -> tuple[str, ...]:
+    """The default challenge types plus ``enable`` minus ``disable``."""
+    both = sorted(set(enable) & set(disable))
+    if both:
+        raise CliError(f"--enable-challenge and --disable-challenge both name {both[0]}")
+    enabled = tuple(
+        dict.fromkeys(t for t in (*DEFAULT_CHALLENGES, *enable) if t not in set(disable))
+    )
+    if not enabled:
+        raise CliError("--disable-challenge leaves no challenge type enabled")
+    return enabled
 
 
 def read_blocked_names(path: Path) -> tuple[frozenset[str], frozenset[str]]:
@@ -279,6 +404,7 @@ def _serve(args: argparse.Namespace) -> int:
     from certmint.ca.serve import ServeError, ServeSettings, prepare, serve
     from certmint.ca.va.model import VAConfig
 
+    remote_vas, remote_va_secret = _remote_vas(args)
     acme_host, acme_port = _host_port(args.listen, "--listen")
     mgmt_host, mgmt_port = _host_port(args.management_listen, "--management-listen")
     base_url = args.base_url or f"https://{_url_host(acme_host)}:{acme_port}"
@@ -294,6 +420,10 @@ def _serve(args: argparse.Namespace) -> int:
         tlsalpn01_port = tlsalpn01_port or DEV_TLSALPN01_PORT
         allow_private = True
     policy = _policy_config(args)
+    try:
+        crl = crl_config(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     workers = args.workers if args.workers is not None else _default_workers()
     if workers < 1:
         raise CliError("--workers must be at least 1")
@@ -310,6 +440,7 @@ def _serve(args: argparse.Namespace) -> int:
             management_base_url=mgmt_url,
             terms_of_service=args.terms_of_service,
             eab_required=args.eab_required,
+            ocsp_enabled=args.ocsp,
             policy=policy,
             chaos=ChaosConfig(
                 nonce_reject_percent=args.chaos_nonce_reject,
@@ -323,6 +454,7 @@ def _serve(args: argparse.Namespace) -> int:
             http01_port=http01_port or 80,
             tlsalpn01_port=tlsalpn01_port or 443,
             allow_private_addresses=allow_private,
+            allowed_private_networks=tuple(args.allow_private_network),
             # The VA checks CAA for the identities the directory lists (the
             # CAConfig value: no flag changes it).
             caa_identities=CAConfig.caa_identities,
@@ -332,6 +464,11 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         workers=workers,
         dev_dns=args.dev,
+        remote_vas=remote_vas,
+        remote_va_secret=remote_va_secret,
+        remote_va_timeout=args.remote_va_timeout,
+        issuers_file=Path(args.issuers_file).resolve() if args.issuers_file else None,
+        crl=crl,
     )
     try:
         hierarchy, settings = prepare(settings)
@@ -348,6 +485,8 @@ def _serve(args: argparse.Namespace) -> int:
         lines.insert(0, f"dev DNS on {DEV_DNS[0]}:{DEV_DNS[1]} (control API http://127.0.0.1:8055)")
     if settings.config.chaos.enabled:
         lines.append(f"chaos on, seed {settings.config.chaos.seed}")
+    if remote_vas:
+        lines.append("remote VA perspectives: " + ", ".join(f"{r} {u}" for r, u in remote_vas))
     lines.append("try: " + _certbot_hint(base_url, root, http01_port or 80, args.dev))
 
     def announce() -> None:
@@ -358,6 +497,44 @@ def _serve(args: argparse.Namespace) -> int:
         return serve(settings, announce)
     except ServeError as exc:
         raise CliError(str(exc)) from None
+
+
+def _remote_vas(
+    args: argparse.Namespace,
+) -> tuple[tuple[tuple[str, str], ...], bytes | None]:
+    """(region, URL) pairs of --remote-va and the shared secret (BR 3.2.2.9)."""
+    from certmint.ca.perspective_cli import check_region
+    from certmint.ca.va.perspective_wire import SecretError, load_secret
+
+    if not args.remote_va:
+        if args.remote_va_secret_file is not None:
+            raise CliError("--remote-va-secret-file needs at least one --remote-va")
+        return (), None
+    if args.remote_va_secret_file is None:
+        raise CliError("--remote-va needs --remote-va-secret-file")
+    if not args.remote_va_timeout > 0:
+        raise CliError("--remote-va-timeout must be positive")
+    pairs: list[tuple[str, str]] = []
+    for text in args.remote_va:
+        region, sep, url = str(text).partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise CliError(f"--remote-va must look like REGION=http://HOST:PORT, not {text!r}")
+        try:
+            pairs.append((check_region(region), url))
+        except PerspectiveCliError as exc:
+            raise CliError(f"--remote-va {text!r}: {exc}") from None
+    if len({region for region, _ in pairs}) != len(pairs) or "primary" in dict(pairs):
+        raise CliError("each --remote-va needs its own region name (and not 'primary')")
+    try:
+        secret = load_secret(Path(args.remote_va_secret_file))
+    except SecretError as exc:
+        raise CliError(str(exc)) from None
+    if len(pairs) < 2:
+        print(
+            "certmint-ca: warning: BR 3.2.2.9 requires at least 2 remote perspectives",
+            file=sys.stderr,
+        )
+    return tuple(pairs), secret
 
 
 def _safe_url(url: str) -> str:

@@ -9,12 +9,19 @@ Routes::
     GET /roots/{n}                 PEM of hierarchy.roots[n] (0 = default)
     GET /intermediates/{n}         PEM of the n-th issuer's default-chain certificate
     GET /aia/{issuer_id}.der       DER issuer certificate (application/pkix-cert)
-    GET /crl/{issuer_id}.crl       DER CRL (application/pkix-crl)
+    GET /crl/{issuer_id}/{shard}.crl  DER CRL of one shard (application/pkix-crl),
+                                   the URL in each certificate's CRL DP
+    GET /crl/{issuer_id}.crl       DER complete CRL of the issuer (the URL of
+                                   certificates issued before sharding)
     GET /cert-status-by-serial/{serial}   Pebble-style JSON status, plus
                                    ReplacedBy and RenewalWindow (RFC 9773)
     POST /renewal-info/{serial}    {"start": RFC 3339, "end": RFC 3339}: the
                                    operator's ARI window for that certificate
     DELETE /renewal-info/{serial}  back to the default window
+    GET /authz/{authz_id}/perspectives   each challenge's multi-perspective
+                                   outcomes (BR 3.2.2.9), read-only
+    POST /ocsp, GET /ocsp/{base64} OCSP (RFC 6960 §A.1), only with ``serve --ocsp``
+                                   (``ca/ocsp.py``)
     GET /health
 
 Every path segment is client input: it is matched against known values or a
@@ -23,9 +30,11 @@ strict pattern before it is used, and every error is a small JSON document.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,11 +50,18 @@ from starlette.routing import Route
 
 from certmint.ca.ari import suggested_window
 from certmint.ca.issuance.authority import CertificateAuthority
+from certmint.ca.issuance.crl import FULL_CRL
 from certmint.ca.issuance.hierarchy import Hierarchy
 from certmint.ca.issuance.profile import SERIAL_BYTES, serial_to_string
-from certmint.ca.shared import RevocationCounter
+from certmint.ca.ocsp import OcspResponder, ocsp_routes
+from certmint.ca.request_body import read_limited
 from certmint.ca.storage.errors import StaleState
-from certmint.ca.storage.records import CERT_REVOKED, CertificateRecord, RevokedEntry
+from certmint.ca.storage.records import (
+    CERT_REVOKED,
+    AuthzRecord,
+    CertificateRecord,
+    StoredCrl,
+)
 from certmint.protocol.messages import MessageError, parse_rfc3339
 from certmint.protocol.strictjson import strict_json_loads
 from certmint.runtime import Clock
@@ -57,11 +73,15 @@ PKIX_CERT_TYPE = "application/pkix-cert"  # RFC 2585 §4.1
 PKIX_CRL_TYPE = "application/pkix-crl"  # RFC 2585 §4.2
 PROBLEM_TYPE = "application/problem+json"  # RFC 7807
 
-# A CRL is rebuilt when older than this, or at once after invalidate_crl().
-CRL_MAX_AGE_SECONDS = 60.0
+# Before the updater's first pass a CRL may not exist yet: ask again soon.
+CRL_RETRY_AFTER_SECONDS = 1
+# A shard number in a URL: a few digits, no sign, no leading zero.
+_SHARD_PATH_RE = re.compile(r"[1-9][0-9]{0,3}")
 
 # At most 20 octets (RFC 5280 §4.1.2.2), i.e. 40 hex digits.
 _SERIAL_PATH_RE = re.compile(r"[0-9a-fA-F]{1,40}")
+# Resource ids are base64url (ra.ID_BYTES); the column holds at most 64.
+_AUTHZ_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class CertificateStatusSource(Protocol):
@@ -69,7 +89,11 @@ class CertificateStatusSource(Protocol):
 
     def get_certificate(self, serial: str) -> CertificateRecord | None: ...
 
-    def list_revoked(self, issuer_id: str, now: datetime) -> list[RevokedEntry]: ...
+
+class AuthorizationSource(Protocol):
+    """The SA read the perspectives route needs."""
+
+    def get_authz(self, authz_id: str) -> AuthzRecord | None: ...
 
 
 class RenewalWindowStore(Protocol):
@@ -84,64 +108,62 @@ class RenewalWindowStore(Protocol):
 MAX_WINDOW_BODY_BYTES = 1024
 
 
+class CrlSource(Protocol):
+    """Where the CRL updater (``ca/crl_updater.py``) stores each shard's CRL."""
+
+    def get_crl_number(self, issuer_id: str, shard: int) -> int | None: ...
+
+    def get_crl(self, issuer_id: str, shard: int) -> StoredCrl | None: ...
+
+
 @dataclass(frozen=True)
 class _CachedCrl:
+    number: int
     der: bytes
-    built_at: float  # clock.monotonic()
-    generation: int = 0  # RevocationCounter value when built
 
 
 class CrlPublisher:
-    """Builds CRLs on demand and caches them for ``max_age`` seconds per issuer.
+    """Serves the CRLs the updater stored, with a per-process cache.
 
-    The RA calls :meth:`invalidate_crl` after a revocation so that the next
-    fetch shows it at once instead of up to a minute later.
+    Every fetch asks storage for the shard's current CRL number (one
+    primary-key read) and reads the DER again only when it changed, so each
+    worker process serves the updater's newest CRL at once and a big CRL
+    crosses the database once per worker and version. Nothing is built
+    here: building is the updater's (one process, off the serving loops).
     """
 
-    def __init__(
-        self,
-        ca: CertificateAuthority,
-        status_source: CertificateStatusSource,
-        clock: Clock,
-        max_age: float = CRL_MAX_AGE_SECONDS,
-        revocations: RevocationCounter | None = None,
-    ) -> None:
-        # With several worker processes a revocation lands in one of them;
-        # the shared counter tells every worker's cache it is stale.
-        self._revocations = revocations or RevocationCounter()
-        self._ca = ca
-        self._status_source = status_source
-        self._clock = clock
-        self._max_age = max_age
-        # One lock for the cache: builds are rare and fast, and serialising
-        # them keeps two racing fetches from signing two CRLs.
+    def __init__(self, source: CrlSource, issuer_ids: Sequence[str], shards: int) -> None:
+        self._source = source
+        self._issuer_ids = frozenset(issuer_ids)
+        self._shards = shards
         self._lock = threading.Lock()
-        self._cache: dict[str, _CachedCrl] = {}
+        self._cache: dict[tuple[str, int], _CachedCrl] = {}
 
-    def invalidate_crl(self, issuer_id: str) -> None:
-        self._revocations.increment()
-        with self._lock:
-            self._cache.pop(issuer_id, None)
+    def knows(self, issuer_id: str, shard: int) -> bool:
+        """Whether (issuer, shard) is a CRL this CA publishes (or will)."""
+        return issuer_id in self._issuer_ids and 0 <= shard <= self._shards
 
-    def crl_der(self, issuer_id: str) -> bytes:
-        """The current DER CRL for ``issuer_id``; KeyError if there is no such issuer."""
-        if issuer_id not in self._ca.issuer_ids:
-            raise KeyError(issuer_id)
+    def crl_der(self, issuer_id: str, shard: int) -> bytes | None:
+        """The current DER CRL of one shard (0: the complete CRL), or None
+        when there is none yet (or no such shard)."""
+        if issuer_id not in self._issuer_ids:
+            return None
+        number = self._source.get_crl_number(issuer_id, shard)
+        if number is None:
+            return None
+        key = (issuer_id, shard)
         with self._lock:
-            generation = self._revocations.value()
-            cached = self._cache.get(issuer_id)
-            if (
-                cached is not None
-                and cached.generation == generation
-                and self._clock.monotonic() - cached.built_at < self._max_age
-            ):
-                return cached.der
-            revoked = self._status_source.list_revoked(issuer_id, self._clock.now())
-            der = self._ca.build_crl(issuer_id, revoked)
-            self._cache[issuer_id] = _CachedCrl(
-                der=der, built_at=self._clock.monotonic(), generation=generation
-            )
-            return der
+            cached = self._cache.get(key)
+        if cached is not None and cached.number == number:
+            return cached.der
+        stored = self._source.get_crl(issuer_id, shard)
+        if stored is None:
+            return None
+        with self._lock:
+            current = self._cache.get(key)
+            if current is None or current.number < stored.crl_number:
+                self._cache[key] = _CachedCrl(stored.crl_number, stored.der)
+        return stored.der
 
 
 def _problem(status: int, title: str, detail: str) -> JSONResponse:
@@ -233,14 +255,17 @@ def build_management_app(
     *,
     crl_publisher: CrlPublisher | None = None,
     renewal_windows: RenewalWindowStore | None = None,
+    authorizations: AuthorizationSource | None = None,
+    ocsp: OcspResponder | None = None,
 ) -> Starlette:
     """The management ASGI app. ``app.state.crl_publisher`` is its :class:`CrlPublisher`.
 
-    Pass ``crl_publisher`` to share one publisher with the RA; otherwise one is
-    created, and the RA can reach it through :func:`invalidate_crl`. Without
-    ``renewal_windows`` the ``/renewal-info`` routes answer 404.
+    Without ``crl_publisher`` the ``/crl`` routes answer 404. Without
+    ``renewal_windows`` the ``/renewal-info`` routes answer 404, and without
+    ``authorizations`` the ``/authz/.../perspectives`` route does, and
+    without ``ocsp`` there is no ``/ocsp`` at all (it is off by default).
     """
-    publisher = crl_publisher or CrlPublisher(ca, status_source, clock)
+    publisher = crl_publisher
     issuers = {issuer.id: issuer for issuer in hierarchy.issuers}
 
     async def root(request: Request) -> Response:
@@ -263,13 +288,30 @@ def build_management_app(
         der = issuer.cert.public_bytes(serialization.Encoding.DER)
         return Response(der, media_type=PKIX_CERT_TYPE)
 
-    async def crl(request: Request) -> Response:
-        issuer_id = request.path_params["issuer_id"]
-        if issuer_id not in issuers:
-            return _not_found("unknown issuer")
-        # The SA read and the signature are blocking work: keep them off the loop.
-        der = await run_in_threadpool(publisher.crl_der, issuer_id)
-        return Response(der, media_type=PKIX_CRL_TYPE)
+    async def serve_crl(issuer_id: str, shard: int) -> Response:
+        if publisher is None or issuer_id not in issuers:
+            return _not_found("no such CRL")
+        # Storage reads (a big CRL is megabytes): keep them off the loop.
+        der = await run_in_threadpool(publisher.crl_der, issuer_id, shard)
+        if der is not None:
+            return Response(der, media_type=PKIX_CRL_TYPE)
+        if not publisher.knows(issuer_id, shard):
+            return _not_found("no such CRL")
+        # The updater builds every shard on its first pass, within a second.
+        response = _problem(503, "Service Unavailable", "this CRL has not been built yet")
+        response.headers["Retry-After"] = str(CRL_RETRY_AFTER_SECONDS)
+        return response
+
+    async def complete_crl(request: Request) -> Response:
+        # The pre-sharding URL, baked into certificates issued before
+        # revision 0004: the issuer's complete CRL (no IDP).
+        return await serve_crl(request.path_params["issuer_id"], FULL_CRL)
+
+    async def shard_crl(request: Request) -> Response:
+        text = request.path_params["shard"]
+        if not isinstance(text, str) or not _SHARD_PATH_RE.fullmatch(text):
+            return _not_found("no such CRL")
+        return await serve_crl(request.path_params["issuer_id"], int(text))
 
     async def cert_status(request: Request) -> Response:
         serial = _canonical_serial(request.path_params["serial"])
@@ -287,7 +329,7 @@ def build_management_app(
         start: datetime | None = None
         end: datetime | None = None
         if request.method == "POST":
-            body = await _read_limited(request, MAX_WINDOW_BODY_BYTES)
+            body = await read_limited(request, MAX_WINDOW_BODY_BYTES)
             parsed = None if body is None else _parse_window(body)
             if parsed is None:
                 return _problem(413, "Payload Too Large", "a window body is two timestamps")
@@ -295,12 +337,35 @@ def build_management_app(
                 return _problem(400, "Bad Request", parsed)
             start, end = parsed
         try:
-            record = await run_in_threadpool(
-                renewal_windows.set_renewal_window, serial, start, end
-            )
+            record = await run_in_threadpool(renewal_windows.set_renewal_window, serial, start, end)
         except StaleState:
             return _not_found("no certificate with that serial")
         return JSONResponse(_status_document(record, clock.now()))
+
+    async def perspectives(request: Request) -> Response:
+        # Read-only operator view of BR 3.2.2.9 corroboration; like Boulder,
+        # the ACME authorization JSON does not carry it.
+        authz_id = request.path_params["authz_id"]
+        if authorizations is None or not _AUTHZ_ID_RE.fullmatch(authz_id):
+            return _not_found("no authorization with that id")
+        authz = await run_in_threadpool(authorizations.get_authz, authz_id)
+        if authz is None:
+            return _not_found("no authorization with that id")
+        return JSONResponse(
+            {
+                "authorization": authz.id,
+                "challenges": [
+                    {
+                        "type": c.type,
+                        "status": c.status,
+                        "perspectives": (
+                            [] if c.perspectives_json is None else json.loads(c.perspectives_json)
+                        ),
+                    }
+                    for c in authz.challenges
+                ],
+            }
+        )
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -324,34 +389,18 @@ def build_management_app(
         Route("/roots/{n}", root, methods=["GET"]),
         Route("/intermediates/{n}", intermediate, methods=["GET"]),
         Route("/aia/{issuer_id}.der", aia, methods=["GET"]),
-        Route("/crl/{issuer_id}.crl", crl, methods=["GET"]),
+        Route("/crl/{issuer_id}.crl", complete_crl, methods=["GET"]),
+        Route("/crl/{issuer_id}/{shard}.crl", shard_crl, methods=["GET"]),
         Route("/cert-status-by-serial/{serial}", cert_status, methods=["GET"]),
         Route("/renewal-info/{serial}", renewal_window, methods=["POST", "DELETE"]),
+        Route("/authz/{authz_id}/perspectives", perspectives, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
+    if ocsp is not None:
+        routes += ocsp_routes(ocsp)
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.crl_publisher = publisher
     return app
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The request body, or None once it exceeds ``limit`` bytes (stop reading
-    there instead of buffering whatever a client keeps sending)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def invalidate_crl(app: Starlette, issuer_id: str) -> None:
-    """Make the next CRL fetch for ``issuer_id`` rebuild it (call after a revocation)."""
-    publisher = app.state.crl_publisher
-    assert isinstance(publisher, CrlPublisher)
-    publisher.invalidate_crl(issuer_id)

@@ -16,6 +16,8 @@ import struct
 from collections import OrderedDict
 from typing import Protocol
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from certmint.protocol.b64 import b64url_decode, b64url_encode
 from certmint.runtime import Entropy
 
@@ -79,6 +81,10 @@ class SharedNonceService:
     redeeming compares and clears it under one cross-process lock. The table
     is its own bound: a nonce whose slot was reused by a later one is
     forgotten (``badNonce``, which RFC 8555 §6.5 clients retry).
+
+    On the wire the 16 bytes are one AES block encrypted under a key made at
+    start-up (as Boulder encrypts its nonce counter): a client learns nothing
+    of the counter, so not how many nonces the server has handed out.
     """
 
     _SLOT = struct.Struct("<QQ")
@@ -89,6 +95,10 @@ class SharedNonceService:
         self._slots = slots
         self._mem = mmap.mmap(-1, self._COUNTER.size + slots * self._SLOT.size)
         self._lock = multiprocessing.Lock()
+        # One 16-byte block per nonce: AES on a single block is a keyed
+        # permutation, so ECB's weakness (equal blocks look equal) cannot
+        # arise; every plaintext block is distinct (the counter).
+        self._cipher = Cipher(algorithms.AES(entropy.token_bytes(16)), modes.ECB())  # noqa: S305
 
     def _offset(self, counter: int) -> int:
         return self._COUNTER.size + (counter % self._slots) * self._SLOT.size
@@ -100,7 +110,9 @@ class SharedNonceService:
             counter = self._COUNTER.unpack_from(self._mem, 0)[0] + 1
             self._COUNTER.pack_into(self._mem, 0, counter)
             self._SLOT.pack_into(self._mem, self._offset(counter), counter, tag_value)
-        return b64url_encode(counter.to_bytes(8, "big") + tag)
+        encryptor = self._cipher.encryptor()
+        block = encryptor.update(counter.to_bytes(8, "big") + tag) + encryptor.finalize()
+        return b64url_encode(block)
 
     def redeem(self, nonce: str) -> bool:
         try:
@@ -109,6 +121,8 @@ class SharedNonceService:
             return False
         if len(raw) != 16:
             return False
+        decryptor = self._cipher.decryptor()
+        raw = decryptor.update(raw) + decryptor.finalize()
         counter = int.from_bytes(raw[:8], "big")
         tag_value = int.from_bytes(raw[8:], "big")
         if counter == 0:

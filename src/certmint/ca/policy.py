@@ -8,11 +8,11 @@ import ipaddress
 import re
 from datetime import datetime, timedelta
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from publicsuffixlist import PublicSuffixList
 
 from certmint.ca import errors
 from certmint.ca.config import PolicyConfig, ProfileConfig
+from certmint.ca.keypolicy import KeyPolicy
 from certmint.protocol.identifiers import (
     IdentifierError,
     normalize_dns_identifier,
@@ -22,13 +22,6 @@ from certmint.protocol.jwk import PublicKey
 from certmint.protocol.messages import Identifier
 from certmint.protocol.problems import Problem, ProblemType
 
-# Certificate subject keys (Baseline Requirements §6.1.5): RSA with these
-# modulus sizes, ECDSA on P-256 and P-384.
-ALLOWED_RSA_BITS = frozenset({2048, 3072, 4096})
-ALLOWED_EC_CURVES = frozenset({"secp256r1", "secp384r1"})
-# Account keys may also use the JWS algorithms RFC 8555 lets clients pick.
-ALLOWED_ACCOUNT_EC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
-
 # A deliberately plain address check: one "@", a non-empty local part without
 # spaces or separators, and a dotted domain that normalises as a DNS name.
 _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}$")
@@ -36,6 +29,11 @@ _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}$")
 # RFC 8738 §7: IP identifiers are validated by http-01 or tls-alpn-01 only;
 # dns-01 has no name to put a TXT record under.
 IP_CHALLENGE_TYPES = ("http-01", "tls-alpn-01")
+# Wildcards need a DNS-based challenge (RFC 8555 §7.1.3, BR 3.2.2.6): dns-01
+# (BR 3.2.2.4.7), dns-account-01 (BR 3.2.2.4.21, draft-ietf-acme-dns-account-
+# label-02 §4) or dns-persist-01 with policy=wildcard (BR 3.2.2.4.22,
+# draft-ietf-acme-dns-persist-00 §5).
+WILDCARD_CHALLENGE_TYPES = ("dns-01", "dns-account-01", "dns-persist-01")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -144,8 +142,14 @@ def icann_public_suffix(name: str) -> str | None:
 
 
 class PolicyAuthority:
-    def __init__(self, config: PolicyConfig, supported_challenges: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        config: PolicyConfig,
+        supported_challenges: tuple[str, ...],
+        key_policy: KeyPolicy | None = None,
+    ) -> None:
         self._config = config
+        self._keys = key_policy if key_policy is not None else KeyPolicy.default()
         self._profiles = {p.name: p for p in config.profiles}
         if config.default_profile not in self._profiles:
             raise ValueError(f"default profile {config.default_profile!r} is not configured")
@@ -168,6 +172,7 @@ class PolicyAuthority:
         accepted: set[tuple[str, str]] = set()
         for ident in identifiers:
             try:
+                self._check_profile_allows(ident.type, ident.value, profile)
                 accepted.add(self._check_identifier(ident))
             except errors.AcmeError as exc:
                 problems.append(
@@ -188,12 +193,40 @@ class PolicyAuthority:
             if kinds == {ProblemType.UNSUPPORTED_IDENTIFIER}:
                 raise errors.UnsupportedIdentifier(detail, subproblems=tuple(problems))
             raise errors.RejectedIdentifier(detail, subproblems=tuple(problems))
-        limit = min(self._config.max_names_per_order, profile.max_names)
-        if len(accepted) > limit:
-            raise errors.RejectedIdentifier(
-                f"order contains {len(accepted)} identifiers; at most {limit} are allowed"
-            )
+        self._check_name_count(len(accepted), profile)
         return tuple(sorted(accepted))
+
+    def check_identifiers_fit_profile(
+        self, identifiers: tuple[tuple[str, str], ...], profile: ProfileConfig
+    ) -> None:
+        """At finalize: the order's (already vetted) identifiers still fit
+        its profile, which the operator may have narrowed since newOrder."""
+        for id_type, value in identifiers:
+            self._check_profile_allows(id_type, value, profile)
+        self._check_name_count(len(identifiers), profile)
+
+    def _check_name_count(self, count: int, profile: ProfileConfig) -> None:
+        limit = min(self._config.max_names_per_order, profile.max_names)
+        if count > limit:
+            raise errors.RejectedIdentifier(
+                f"order contains {count} identifiers; at most {limit} are allowed"
+                + (f" by the {profile.name} profile" if limit == profile.max_names else "")
+            )
+
+    def _check_profile_allows(self, id_type: str, value: str, profile: ProfileConfig) -> None:
+        """draft-ietf-acme-profiles: each profile lists the identifier types
+        it certifies (Let's Encrypt: IP addresses only under shortlived)."""
+        if id_type not in ("dns", "ip") or id_type in profile.identifier_types:
+            return  # unknown types are refused as unsupported, below
+        others = [p.name for p in self._config.profiles if id_type in p.identifier_types]
+        advice = (
+            "request the " + " or ".join(f'"{name}"' for name in others) + " profile"
+            if others
+            else "no profile here allows them"
+        )
+        raise errors.RejectedIdentifier(
+            f'{value}: the "{profile.name}" profile does not allow {id_type} identifiers; {advice}'
+        )
 
     def _check_identifier(self, ident: Identifier) -> tuple[str, str]:
         if ident.type == "dns":
@@ -213,10 +246,11 @@ class PolicyAuthority:
             raise errors.RejectedIdentifier(str(exc)) from None
         wildcard = name.startswith("*.")
         base = name.removeprefix("*.")
-        if wildcard and "dns-01" not in self.challenge_types:
+        if wildcard and not any(t in WILDCARD_CHALLENGE_TYPES for t in self.challenge_types):
             # Wildcards need a DNS-based challenge (BR 3.2.2.6, RFC 8555 §7.1.3).
             raise errors.RejectedIdentifier(
-                f"{value}: wildcard names need dns-01, which is not enabled here"
+                f"{value}: wildcard names need a DNS-based challenge "
+                f"({', '.join(WILDCARD_CHALLENGE_TYPES)}), and none is enabled here"
             )
         if any(base == z or base.endswith("." + z) for z in _REVERSE_ZONES):
             raise errors.RejectedIdentifier(
@@ -285,45 +319,17 @@ class PolicyAuthority:
         if identifier_type == "ip":
             return tuple(t for t in self.challenge_types if t in IP_CHALLENGE_TYPES)
         if wildcard:
-            return tuple(t for t in self.challenge_types if t == "dns-01")
+            return tuple(t for t in self.challenge_types if t in WILDCARD_CHALLENGE_TYPES)
         return self.challenge_types
 
     # -- keys ------------------------------------------------------------
+    # Sizes, curves, weak and blocked keys: ca/keypolicy.py (issue 5).
 
-    @staticmethod
-    def check_certificate_key(key: object) -> None:
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size not in ALLOWED_RSA_BITS:
-                raise errors.BadPublicKey(
-                    f"RSA key of {key.key_size} bits is not allowed; use 2048, 3072 or 4096"
-                )
-            return
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name not in ALLOWED_EC_CURVES:
-                raise errors.BadPublicKey(
-                    f"ECDSA curve {key.curve.name} is not allowed; use P-256 or P-384"
-                )
-            return
-        raise errors.BadPublicKey(
-            "certificate key type is not allowed; use RSA 2048/3072/4096 or ECDSA P-256/P-384"
-        )
+    def check_certificate_key(self, key: object) -> None:
+        self._keys.check_certificate_key(key)
 
-    @staticmethod
-    def check_account_key(key: PublicKey) -> None:
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size not in ALLOWED_RSA_BITS:
-                raise errors.BadPublicKey(
-                    f"RSA account key of {key.key_size} bits is not allowed; "
-                    "use 2048, 3072 or 4096"
-                )
-            return
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name not in ALLOWED_ACCOUNT_EC_CURVES:
-                raise errors.BadPublicKey(f"ECDSA curve {key.curve.name} is not allowed")
-            return
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            return
-        raise errors.BadPublicKey("account key type is not allowed")
+    def check_account_key(self, key: PublicKey) -> None:
+        self._keys.check_account_key(key)
 
     # -- contacts (RFC 8555 §7.3) ----------------------------------------
 

@@ -14,24 +14,22 @@ import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
-
-from cryptography import x509
 
 from certmint.ca import errors
 from certmint.ca.ari import RenewalInfoService
-from certmint.ca.config import CAConfig
+from certmint.ca.config import CAConfig, ProfileConfig
 from certmint.ca.issuance.authority import CertificateAuthority
-from certmint.ca.issuance.profile import serial_to_string
+from certmint.ca.issuance.signing import LintError
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra_accounts import AccountRegistrar
+from certmint.ca.ra_revocation import RevocationAuthority
 from certmint.ca.storage.errors import (
     AlreadyReplaced,
     StaleState,
 )
 from certmint.ca.storage.records import (
-    CERT_REVOKED,
     FINALIZE_NONE,
     PENDING,
     VALID,
@@ -43,7 +41,7 @@ from certmint.ca.storage.records import (
 )
 from certmint.ca.storage.sa import StorageAuthority
 from certmint.ca.urls import AcmeUrls
-from certmint.ca.va.model import ValidationRequest
+from certmint.ca.va.model import PerspectiveOutcome, ValidationRequest, Validator
 from certmint.protocol.b64 import b64url_encode
 from certmint.protocol.challenges import key_authorization, new_token
 from certmint.protocol.csr import CSRError, parse_csr
@@ -65,10 +63,6 @@ T = TypeVar("T")
 
 ID_BYTES = 12  # 96 bits: unguessable resource ids
 
-# RFC 5280 §5.3.1 reason codes a subscriber may ask for (BR 4.9.1.1 /
-# 7.2.2: privilegeWithdrawn and the CA-only codes are for the operator).
-SUBSCRIBER_REVOCATION_REASONS = frozenset({0, 1, 3, 4, 5})
-
 
 @dataclass(frozen=True)
 class OrderView:
@@ -89,13 +83,12 @@ class RegistrationAuthority:
         config: CAConfig,
         sa: StorageAuthority,
         pa: PolicyAuthority,
-        va: Any,
+        va: Validator,
         ca: CertificateAuthority,
         urls: AcmeUrls,
         clock: Clock,
         entropy: Entropy,
         chaos_entropy: Entropy | None = None,
-        on_revocation: Any = None,
     ) -> None:
         self._config = config
         self._sa = sa
@@ -106,7 +99,8 @@ class RegistrationAuthority:
         self._clock = clock
         self._entropy = entropy
         self._chaos = chaos_entropy
-        self._on_revocation = on_revocation
+        # Revocation rules (RFC 8555 §7.6, BR 4.9): ra_revocation.py.
+        self.revocations = RevocationAuthority(sa=sa, clock=clock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accounts = AccountRegistrar(
             config=config, sa=sa, pa=pa, urls=urls, clock=clock, new_id=self._new_id
@@ -134,7 +128,7 @@ class RegistrationAuthority:
             reusable = self._sa.find_reusable_order(account.id, identifiers, profile.name, now)
             if reusable is not None:
                 view = self.order_view(reusable)
-                if view.status in ("pending", "ready"):
+                if view.status in ("pending", "ready") and self._fresh_for(reusable, profile, now):
                     return view
         wanted = [(t, v.removeprefix("*."), v.startswith("*.")) for t, v in identifiers]
         reused = self._sa.find_reusable_authzs(
@@ -145,13 +139,19 @@ class RegistrationAuthority:
         expires = now + self._config.order_lifetime
         for key in wanted:
             found = reused.get(key)
-            if found is not None and self._chaos_allows_reuse():
+            if (
+                found is not None
+                and _validated_within(found, profile.authz_reuse, now)
+                and self._chaos_allows_reuse()
+            ):
                 authz_ids.append(found.id)
                 expires = min(expires, found.expires)
                 continue
-            authz = self._new_authz(account.id, key, now)
+            authz = self._new_authz(account.id, key, now, profile)
             new_authzs.append(authz)
             authz_ids.append(authz.id)
+            # The order cannot outlive what it still needs (Boulder does the same).
+            expires = min(expires, authz.expires)
         order = OrderRecord(
             id=self._new_id(),
             account_id=account.id,
@@ -169,13 +169,23 @@ class RegistrationAuthority:
         statuses = [VALID if a not in {n.id for n in new_authzs} else PENDING for a in authz_ids]
         return OrderView(stored, derive_order_status(FINALIZE_NONE, expires, statuses, now))
 
+    def _fresh_for(self, order: OrderRecord, profile: ProfileConfig, now: datetime) -> bool:
+        """An order is reused only while its valid authorizations are within
+        the profile's reuse window, as a new order's would have to be."""
+        authzs = self._sa.get_authzs(order.authz_ids)
+        return all(
+            _validated_within(a, profile.authz_reuse, now) for a in authzs if a.status == VALID
+        )
+
     def _chaos_allows_reuse(self) -> bool:
         percent = self._config.chaos.authz_reuse_percent
         if percent is None or self._chaos is None:
             return True
         return self._chaos.randbelow(10_000) < int(percent * 100)
 
-    def _new_authz(self, account_id: str, key: tuple[str, str, bool], now: datetime) -> AuthzRecord:
+    def _new_authz(
+        self, account_id: str, key: tuple[str, str, bool], now: datetime, profile: ProfileConfig
+    ) -> AuthzRecord:
         id_type, value, wildcard = key
         authz_id = self._new_id()
         challenges = tuple(
@@ -195,7 +205,8 @@ class RegistrationAuthority:
             identifier_value=value,
             wildcard=wildcard,
             status=PENDING,
-            expires=now + self._config.pending_authz_lifetime,
+            # The profile's pending lifetime, within the CA-wide ceiling.
+            expires=now + min(self._config.pending_authz_lifetime, profile.pending_authz_lifetime),
             created_at=now,
             challenges=challenges,
         )
@@ -303,11 +314,15 @@ class RegistrationAuthority:
         try:
             result = await self._va.validate(request)
             valid, problem, records = result.valid, result.problem, result.records
+            perspectives: tuple[PerspectiveOutcome, ...] = result.perspectives
         except Exception:  # the VA returns failure as data; anything else is a bug
             log.exception("validation of %s crashed", request.identifier_value)
-            valid, problem, records = False, Problem(
-                ProblemType.SERVER_INTERNAL, "validation failed inside the CA", 500
-            ), ()
+            valid, problem, records = (
+                False,
+                Problem(ProblemType.SERVER_INTERNAL, "validation failed inside the CA", 500),
+                (),
+            )
+            perspectives = ()
         now = self._clock.now()
         if problem is not None and problem.identifier is None:
             problem = Problem(
@@ -326,6 +341,11 @@ class RegistrationAuthority:
                 error_json=None if valid or problem is None else problem.to_json_text(),
                 validation_json=json.dumps([r.to_json() for r in records]),
                 authz_expires=now + self._config.valid_authz_lifetime if valid else None,
+                # BR 3.2.2.9: every perspective's outcome, kept with the
+                # challenge (read on the management API, not in ACME JSON).
+                perspectives_json=(
+                    json.dumps([p.to_json() for p in perspectives]) if perspectives else None
+                ),
             )
         except StaleState:
             log.info("challenge %s changed state during validation", challenge_id)
@@ -395,7 +415,8 @@ class RegistrationAuthority:
                 f"order is {view.status}, not ready; it cannot be finalized now"
             )
         order = view.order
-        csr = self._check_csr(account, order, csr_der)
+        profile = self._pa.profile(order.profile)
+        csr = self._check_csr(account, order, csr_der, profile)
         not_before = order.not_before
         if order.not_after is not None and not_before is None:
             # The PA vetted notAfter against "now" at newOrder time; the
@@ -415,7 +436,6 @@ class RegistrationAuthority:
         if not self._sa.begin_finalize(order.id):
             raise errors.OrderNotReady("order is already being finalized")
         try:
-            profile = self._pa.profile(order.profile)
             names = [v for _, v in order.identifiers]
             issued = self._ca.issue(
                 public_key=csr,
@@ -425,7 +445,7 @@ class RegistrationAuthority:
                 ip_addresses=[v for t, v in order.identifiers if t == "ip"],
                 not_before=not_before,
                 not_after=order.not_after,
-                validity=profile.validity,
+                profile=profile,
             )
             record = CertificateRecord(
                 serial=issued.serial,
@@ -438,6 +458,7 @@ class RegistrationAuthority:
                 not_after=issued.not_after,
                 key_spki_sha256=spki_sha256_hex(csr),
                 issued_at=self._clock.now(),
+                crl_shard=issued.crl_shard,
             )
             done = self._sa.complete_finalize(order.id, record, replaces_serial=replaces_serial)
         except AlreadyReplaced as exc:
@@ -448,6 +469,18 @@ class RegistrationAuthority:
             )
             self._sa.fail_finalize(order.id, refusal.problem().to_json_text())
             raise refusal from None
+        except LintError as exc:
+            # The CA logged every finding; nothing was signed. Boulder turns
+            # a lint failure into serverInternal and the order into invalid.
+            log.error("order %s: lint refused the certificate (%s)", order.id, exc)
+            problem = Problem(
+                ProblemType.SERVER_INTERNAL,
+                "issuance failed inside the CA: the certificate did not pass the CA's "
+                "pre-issuance lint, so nothing was signed",
+                500,
+            )
+            self._sa.fail_finalize(order.id, problem.to_json_text())
+            raise errors.ServerInternal(problem.detail) from None
         except Exception as exc:  # includes DuplicateSerial: nothing was written
             log.exception("issuance for order %s failed", order.id)
             problem = Problem(ProblemType.SERVER_INTERNAL, "issuance failed inside the CA", 500)
@@ -455,7 +488,12 @@ class RegistrationAuthority:
             raise errors.ServerInternal("issuance failed; the order is now invalid") from exc
         return OrderView(done, done.finalize_state)
 
-    def _check_csr(self, account: AccountRecord, order: OrderRecord, csr_der: bytes) -> PublicKey:
+    def _check_csr(
+        self, account: AccountRecord, order: OrderRecord, csr_der: bytes, profile: ProfileConfig
+    ) -> PublicKey:
+        # The order's profile still admits its identifiers (a reconfigured
+        # profile must not issue what it no longer allows).
+        self._pa.check_identifiers_fit_profile(order.identifiers, profile)
         try:
             csr = parse_csr(csr_der)
         except CSRError as exc:
@@ -512,44 +550,16 @@ class RegistrationAuthority:
         account: AccountRecord | None,
         signing_key: PublicKey | None,
     ) -> None:
-        try:
-            cert = x509.load_der_x509_certificate(cert_der)
-        except ValueError:
-            raise errors.Malformed("certificate is not a DER X.509 certificate") from None
-        serial = serial_to_string(cert.serial_number)
-        record = self._sa.get_certificate(serial)
-        if record is None or record.der != cert_der:
-            raise errors.NotFound("this CA did not issue that certificate")
-        code = 0 if reason is None else reason
-        if code not in SUBSCRIBER_REVOCATION_REASONS:
-            raise errors.BadRevocationReason(
-                f"reason {code} is not allowed; use one of 0, 1, 3, 4, 5"
-            )
-        if account is not None:
-            if record.account_id != account.id and not self._holds_authzs_for(account, record):
-                raise errors.Unauthorized(
-                    "only the account that ordered this certificate, or one holding "
-                    "valid authorizations for all its names, may revoke it"
-                )
-        elif signing_key is None or not public_keys_equal(signing_key, cert.public_key()):
-            raise errors.Unauthorized("the request is not signed by the certificate's key")
-        if record.status == CERT_REVOKED:
-            raise errors.AlreadyRevoked("certificate is already revoked")
-        if not self._sa.revoke_certificate(serial, code, self._clock.now()):
-            raise errors.AlreadyRevoked("certificate is already revoked")
-        if self._on_revocation is not None:
-            self._on_revocation(record.issuer_id)
+        """RFC 8555 §7.6; the rules are in ``ra_revocation.py``."""
+        self.revocations.revoke(cert_der, reason, account=account, signing_key=signing_key)
 
-    def _holds_authzs_for(self, account: AccountRecord, record: CertificateRecord) -> bool:
-        """RFC 8555 §7.6: the server MUST also consider authorized "an
-        account that holds authorizations for all of the identifiers in the
-        certificate" (valid and unexpired now; a wildcard name needs a
-        wildcard authorization)."""
-        wanted = [("dns", n.removeprefix("*."), n.startswith("*.")) for n in record.names]
-        if not wanted:
-            return False
-        held = self._sa.find_reusable_authzs(account.id, wanted, (VALID,), self._clock.now())
-        return all(key in held for key in wanted)
+
+def _validated_within(authz: AuthzRecord, window: timedelta, now: datetime) -> bool:
+    """Whether ``authz`` was validated at most ``window`` ago: the profile's
+    authorization reuse period (Let's Encrypt: 30 days classic, 7 hours
+    shortlived)."""
+    validated = [c.validated_at for c in authz.challenges if c.validated_at is not None]
+    return bool(validated) and now - max(validated) <= window
 
 
 def _parse_ip(text: str) -> str | None:

@@ -6,12 +6,19 @@ database, the shared nonce table) and then runs N workers. Each worker wires
 its own components with ``build_ca_server`` AFTER the fork — no database
 connection, event loop or thread crosses a fork — and serves its own pair of
 listening sockets, bound with SO_REUSEPORT so the kernel spreads connections
-across the workers. With one worker nothing forks.
+across the workers. With one worker the worker runs in the first process.
+
+Besides the workers, one more child process runs the CRL updater
+(``ca/crl_updater.py``): building a large CRL is seconds of CPU, which must
+not stall a serving event loop, and one builder per CA means one signature
+per CRL instead of one per worker. It stores each CRL in the database, where
+every worker's management app reads it (``mgmt.CrlPublisher``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import select
@@ -19,23 +26,34 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from certmint.ca.app import CAServer, build_ca_server
+from certmint.ca.app import CAServer, build_ca_server, build_crl_updater
 from certmint.ca.config import CAConfig
-from certmint.ca.issuance.hierarchy import Hierarchy, load_or_create_dev_hierarchy
+from certmint.ca.issuance.configured import load_configured_hierarchy
+from certmint.ca.issuance.crl import CrlConfig
+from certmint.ca.issuance.hierarchy import (
+    Hierarchy,
+    HierarchyError,
+    ListenerUrls,
+    load_or_create_dev_hierarchy,
+)
+from certmint.ca.issuance.lint import SubscriberLinter
+from certmint.ca.issuance.pkcs11 import release_modules
 from certmint.ca.nonces import MemoryNonceService, NonceService, SharedNonceService
-from certmint.ca.shared import RevocationCounter
 from certmint.ca.storage import open_storage
 from certmint.ca.va.authority import ValidationAuthority
-from certmint.ca.va.model import VAConfig
-from certmint.runtime import SystemClock, SystemEntropy
+from certmint.ca.va.corroboration import MultiPerspectiveVA
+from certmint.ca.va.model import VAConfig, Validator
+from certmint.ca.va.remote import RemotePerspective
+from certmint.runtime import Clock, Entropy, SystemClock, SystemEntropy
 
 log = logging.getLogger("certmint.ca.serve")
 
 READY_TIMEOUT_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_TIMEOUT_SECONDS = 10.0
 DEV_DNS_ADDRESS = ("127.0.0.1", 8053)
 DEV_DNS_CONTROL = ("127.0.0.1", 8055)
@@ -56,6 +74,16 @@ class ServeSettings:
     server_names: tuple[str, ...]
     workers: int = 1
     dev_dns: bool = False
+    # Remote VA perspectives (BR 3.2.2.9): (region, base URL) pairs, the
+    # shared secret and the per-remote deadline. Empty: one perspective.
+    remote_vas: tuple[tuple[str, str], ...] = ()
+    remote_va_secret: bytes | None = None
+    remote_va_timeout: float = 10.0
+    # CRL shards, schedule and the delay after a revocation (issuance/crl.py).
+    crl: CrlConfig = field(default_factory=CrlConfig)
+    # A ceremony's issuers file (issuance/configured.py); None: the
+    # development hierarchy under data_dir.
+    issuers_file: Path | None = None
 
 
 def prepare(settings: ServeSettings) -> tuple[Hierarchy, ServeSettings]:
@@ -63,15 +91,39 @@ def prepare(settings: ServeSettings) -> tuple[Hierarchy, ServeSettings]:
     certificate, schema migration, and the chaos seed (printed, so a run can
     be replayed)."""
     clock, entropy = SystemClock(), SystemEntropy()
-    hierarchy = load_or_create_dev_hierarchy(
-        settings.data_dir, clock, entropy, settings.server_names
-    )
+    hierarchy = load_hierarchy(settings, clock, entropy)
+    # PKCS#11 modules are initialised again in each worker (PKCS#11 §5.4):
+    # close what the check above opened before anything forks.
+    release_modules()
     open_storage(settings.database_url).close()
+    # pkilint's validators take ~0.3 s of CPU to build: once here, inherited
+    # by every forked worker, instead of once per worker at start-up.
+    SubscriberLinter.warm_up()
     chaos = settings.config.chaos
     if chaos.enabled and chaos.seed is None:
         chaos = replace(chaos, seed=entropy.randbelow(2**31))
         settings = replace(settings, config=replace(settings.config, chaos=chaos))
     return hierarchy, settings
+
+
+def load_hierarchy(settings: ServeSettings, clock: Clock, entropy: Entropy) -> Hierarchy:
+    """The ceremony's hierarchy when --issuers-file is given, else the dev one."""
+    listener_urls = ListenerUrls.under(settings.config.management_base_url, settings.crl.shards)
+    if settings.issuers_file is None:
+        return load_or_create_dev_hierarchy(
+            settings.data_dir, clock, entropy, settings.server_names, listener_urls
+        )
+    try:
+        return load_configured_hierarchy(
+            settings.issuers_file,
+            settings.data_dir,
+            clock,
+            entropy,
+            settings.server_names,
+            listener_urls,
+        )
+    except HierarchyError as exc:
+        raise ServeError(f"--issuers-file: {exc}") from None
 
 
 def _listen(address: tuple[str, int], *, reuse_port: bool = False) -> socket.socket:
@@ -83,6 +135,9 @@ def _listen(address: tuple[str, int], *, reuse_port: bool = False) -> socket.soc
         )
     except OSError as exc:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    # uvloop sets TCP_NODELAY on accepted sockets itself, stock asyncio does
+    # not for sockets it did not create; accepted sockets inherit it on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.set_inheritable(True)
     return sock
 
@@ -91,26 +146,34 @@ def serve(settings: ServeSettings, announce: Callable[[], None]) -> int:
     """Bind, start the workers, call ``announce`` once all serve; return
     the exit code when they stop."""
     entropy = SystemEntropy()
-    revocations = RevocationCounter()
+    # The CRL updater first, so that it holds none of the listening sockets.
+    updater = _start_crl_updater(settings)
     if settings.workers <= 1:
-        sockets = (_listen(settings.acme_address), _listen(settings.management_address))
-        _install_uvloop()
-        shared = _Shared(MemoryNonceService(entropy), revocations)
-        asyncio.run(_worker_main(0, settings, sockets, shared, announce))
+        try:
+            sockets = (_listen(settings.acme_address), _listen(settings.management_address))
+            _install_uvloop()
+            shared = _Shared(MemoryNonceService(entropy))
+            asyncio.run(_worker_main(0, settings, sockets, shared, announce))
+        finally:
+            _stop_child(updater)
         return 0
     # One SO_REUSEPORT socket pair per worker: the kernel spreads new
     # connections evenly across them. A single shared socket lets whichever
     # worker wakes first accept nearly every keep-alive connection, leaving
     # the other cores idle.
-    per_worker = [
-        (
-            _listen(settings.acme_address, reuse_port=True),
-            _listen(settings.management_address, reuse_port=True),
-        )
-        for _ in range(settings.workers)
-    ]
-    shared = _Shared(SharedNonceService(entropy), revocations)
-    return _supervise(settings, per_worker, shared, announce)
+    try:
+        per_worker = [
+            (
+                _listen(settings.acme_address, reuse_port=True),
+                _listen(settings.management_address, reuse_port=True),
+            )
+            for _ in range(settings.workers)
+        ]
+    except BaseException:
+        _stop_child(updater)
+        raise
+    shared = _Shared(SharedNonceService(entropy))
+    return _supervise(settings, per_worker, shared, announce, updater)
 
 
 @dataclass(frozen=True)
@@ -118,7 +181,6 @@ class _Shared:
     """What every worker of this server shares (made before the fork)."""
 
     nonces: NonceService
-    revocations: RevocationCounter
 
 
 def _supervise(
@@ -126,9 +188,12 @@ def _supervise(
     per_worker: list[tuple[socket.socket, socket.socket]],
     shared: _Shared,
     announce: Callable[[], None],
+    updater: int,
 ) -> int:
     ready_read, ready_write = os.pipe()
-    children: list[int] = []
+    # The CRL updater is watched like a worker: if it dies, the CA stops
+    # rather than serve CRLs that no longer change.
+    children: list[int] = [updater]
     for index in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # the worker
@@ -192,6 +257,86 @@ def _supervise(
     return exit_code
 
 
+def _start_crl_updater(settings: ServeSettings) -> int:
+    """Fork the CRL updater process (ca/crl_updater.py); its pid."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 0
+    try:
+        _crl_updater_process(settings, parent)
+    except (KeyboardInterrupt, SystemExit):
+        code = 0
+    except BaseException:
+        log.exception("the CRL updater failed")
+        code = 1
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def _crl_updater_process(settings: ServeSettings, parent: int) -> None:
+    # SIGTERM ends a build at once: the updater releases its lease on the
+    # way out (CrlUpdater.build), so a restarted CA rebuilds without waiting.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    _die_with_parent(parent)
+    clock, entropy = SystemClock(), SystemEntropy()
+    hierarchy = load_hierarchy(settings, clock, entropy)
+    sa = open_storage(settings.database_url)
+    try:
+        updater = build_crl_updater(
+            config=settings.config,
+            sa=sa,
+            hierarchy=hierarchy,
+            clock=clock,
+            entropy=entropy,
+            crl=settings.crl,
+        )
+        asyncio.run(updater.run(asyncio.Event()))
+    finally:
+        sa.close()
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this process when its parent ends, however it ends (Linux
+    prctl PR_SET_PDEATHSIG): uvicorn re-raises a SIGTERM it caught, so a
+    one-worker server dies by the signal without running its cleanup."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's cleanup stops us
+        return
+    if os.getppid() != parent:  # the parent ended before prctl took effect
+        raise SystemExit(0)
+
+
+def _stop_child(pid: int) -> None:
+    """SIGTERM a child and reap it; SIGKILL after ``STOP_TIMEOUT_SECONDS``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    loop_clock = SystemClock()
+    deadline = loop_clock.monotonic() + STOP_TIMEOUT_SECONDS
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped (by _supervise)
+            return
+        if done:
+            return
+        if loop_clock.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        select.select([], [], [], 0.05)  # a short pause without time.sleep
+
+
 def _wait_ready(ready_read: int, workers: int) -> bool:
     loop_clock = SystemClock()
     deadline = loop_clock.monotonic() + READY_TIMEOUT_SECONDS
@@ -208,6 +353,22 @@ def _wait_ready(ready_read: int, workers: int) -> bool:
             return False
         ready += len(data)
     return True
+
+
+def build_va(settings: ServeSettings, clock: Clock) -> Validator:
+    """This worker's VA. Called after the fork: each worker owns its remote
+    perspectives' HTTP connection pools (an event loop's sockets must not
+    cross a fork)."""
+    primary = ValidationAuthority(settings.va_config, clock)
+    if not settings.remote_vas:
+        return primary
+    if settings.remote_va_secret is None:
+        raise ServeError("remote VA perspectives need a shared secret")
+    remotes = [
+        RemotePerspective(region, url, settings.remote_va_secret, settings.remote_va_timeout)
+        for region, url in settings.remote_vas
+    ]
+    return MultiPerspectiveVA(primary, remotes, clock)
 
 
 def _install_uvloop() -> None:
@@ -232,11 +393,9 @@ async def _worker_main(
     if config.chaos.seed is not None:
         # Each worker replays its own stream, derived from the printed seed.
         config = replace(config, chaos=replace(config.chaos, seed=config.chaos.seed + index))
-    hierarchy = load_or_create_dev_hierarchy(
-        settings.data_dir, clock, entropy, settings.server_names
-    )
+    hierarchy = load_hierarchy(settings, clock, entropy)
     sa = open_storage(settings.database_url)
-    va = ValidationAuthority(settings.va_config, clock)
+    va = build_va(settings, clock)
     server: CAServer = build_ca_server(
         config=config,
         sa=sa,
@@ -245,7 +404,7 @@ async def _worker_main(
         clock=clock,
         entropy=entropy,
         nonces=shared.nonces,
-        revocations=shared.revocations,
+        crl=settings.crl,
     )
     common: dict[str, Any] = {
         "log_level": "warning",

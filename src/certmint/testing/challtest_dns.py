@@ -67,6 +67,8 @@ class MockZone:
         self.default_ipv4 = default_ipv4
         self.default_ipv6 = default_ipv6
         self._a: dict[str, list[str]] = {}
+        # One-shot A answers, served to the next A query only (DNS rebinding).
+        self._a_once: dict[str, list[str]] = {}
         self._aaaa: dict[str, list[str]] = {}
         self._txt: dict[str, list[str]] = {}
         self._caa: dict[str, list[CAAPolicy]] = {}
@@ -92,6 +94,15 @@ class MockZone:
     def clear_a(self, host: str) -> None:
         with self._lock:
             self._a.pop(canonical(host), None)
+            self._a_once.pop(canonical(host), None)
+
+    def add_a_once(self, host: str, addresses: list[str]) -> None:
+        """Answer the next A query for ``host`` with ``addresses``, and later
+        ones as usual: a rebinding attacker's name, whose answer changes
+        between a validator's check and a second lookup it should not make."""
+        checked = [str(ipaddress.IPv4Address(a)) for a in addresses]
+        with self._lock:
+            self._a_once[canonical(host)] = checked
 
     def add_aaaa(self, host: str, addresses: list[str]) -> None:
         checked = [str(ipaddress.IPv6Address(a)) for a in addresses]
@@ -141,7 +152,10 @@ class MockZone:
 
     def _rdatas(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[dns.rdata.Rdata]:
         if rdtype == dns.rdatatype.A:
-            addresses = self._a.get(name) or ([self.default_ipv4] if self.default_ipv4 else [])
+            once = self._a_once.pop(name, None)  # under self._lock (see answer)
+            addresses = (
+                once or self._a.get(name) or ([self.default_ipv4] if self.default_ipv4 else [])
+            )
             return [_rdata(dns.rdtypes.IN.A.A, rdtype, a) for a in addresses]
         if rdtype == dns.rdatatype.AAAA:
             addresses = self._aaaa.get(name) or ([self.default_ipv6] if self.default_ipv6 else [])
@@ -163,7 +177,7 @@ class MockZone:
         if self.default_ipv4 or self.default_ipv6:
             return True
         stores: tuple[dict[str, list[str]] | dict[str, list[CAAPolicy]] | dict[str, str], ...]
-        stores = (self._a, self._aaaa, self._txt, self._caa, self._cname)
+        stores = (self._a, self._a_once, self._aaaa, self._txt, self._caa, self._cname)
         return any(name in store for store in stores)
 
     def answer(self, query: dns.message.Message, peer: str = "?") -> dns.message.Message:

@@ -78,7 +78,9 @@ class TlsAlpnResponder:
         self._server: asyncio.Server | None = None
         self.port = 0
 
-    def _load_context(self, cert: x509.Certificate, key: PrivateKey) -> ssl.SSLContext:
+    def _load_context(
+        self, cert: x509.Certificate, key: PrivateKey, *, alpn: bool = True
+    ) -> ssl.SSLContext:
         with self._lock:
             self._serial += 1
             stem = self._dir / f"cert{self._serial}"
@@ -95,7 +97,10 @@ class TlsAlpnResponder:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert_path, key_path)
-        context.set_alpn_protocols([ACME_TLS_ALPN_PROTOCOL])
+        if alpn:
+            # OpenSSL asks the context chosen by SNI to select ALPN, so a
+            # context without protocols negotiates none (a plain web server).
+            context.set_alpn_protocols([ACME_TLS_ALPN_PROTOCOL])
         for path in (cert_path, key_path):
             path.unlink()
         return context
@@ -112,6 +117,17 @@ class TlsAlpnResponder:
 
     def add(self, host: str, key_authorization: str) -> None:
         context = self._load_context(*tls_alpn01_certificate(host, key_authorization))
+        with self._lock:
+            self._contexts[sni_key(host)] = context
+
+    def add_certificate(
+        self, host: str, cert: x509.Certificate, key: PrivateKey, *, alpn: bool = True
+    ) -> None:
+        """Present ``cert`` for ``host``'s SNI, whatever it holds: the seam for
+        tests of a validator against wrong certificates (extra SANs, a missing
+        or non-critical acmeIdentifier) and, with ``alpn=False``, against a
+        server that does not negotiate ``acme-tls/1``."""
+        context = self._load_context(cert, key, alpn=alpn)
         with self._lock:
             self._contexts[sni_key(host)] = context
 

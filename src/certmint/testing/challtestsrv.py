@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cryptography import x509
+
+from certmint.protocol.jwk import PrivateKey
 from certmint.testing.challtest_dns import CAAPolicy, DnsListener, MockZone
 from certmint.testing.challtest_http import (
     HttpRequest,
@@ -144,6 +147,11 @@ class ChallengeTestServer:
     def clear_a(self, host: str) -> None:
         self.zone.clear_a(host)
 
+    def add_a_once(self, host: str, addresses: Sequence[str]) -> None:
+        """The next A answer for ``host`` only (a DNS-rebinding name; in-process
+        tests only, like ``add_tlsalpn01_certificate``)."""
+        self.zone.add_a_once(host, list(addresses))
+
     def add_aaaa(self, host: str, addresses: Sequence[str]) -> None:
         self.zone.add_aaaa(host, list(addresses))
 
@@ -196,6 +204,14 @@ class ChallengeTestServer:
         if self._tls is None:
             raise RuntimeError("the TLS-ALPN-01 listener is not running")
         self._tls.add(host, content)
+
+    def add_tlsalpn01_certificate(
+        self, host: str, cert: x509.Certificate, key: PrivateKey, *, alpn: bool = True
+    ) -> None:
+        """A crafted certificate for ``host`` (in-process tests only)."""
+        if self._tls is None:
+            raise RuntimeError("the TLS-ALPN-01 listener is not running")
+        self._tls.add_certificate(host, cert, key, alpn=alpn)
 
     def del_tlsalpn01(self, host: str) -> None:
         if self._tls is not None:

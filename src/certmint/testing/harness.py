@@ -33,7 +33,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,7 +191,10 @@ def print_logs(ca: LoopbackCA) -> None:
     print(format_logs(ca), file=sys.stderr, flush=True)
 
 
-def start_process(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` logging to ``log_path``; ``env`` adds to this process's environment."""
     with log_path.open("ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
@@ -202,6 +205,7 @@ def start_process(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
 
 
@@ -318,6 +322,7 @@ def running_ca(
     challtestsrv_answers_challenges: bool = False,
     dns_resolver: str | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[LoopbackCA]:
     """Start ``certmint-challtestsrv`` and ``certmint-ca serve``; stop both on exit.
 
@@ -332,7 +337,8 @@ def running_ca(
     makes the CA resolve through another DNS server instead of the challenge
     test server's, e.g. a real authoritative server that takes RFC 2136
     updates for dns-01 (``--dns-resolver`` accumulates, so it cannot be
-    overridden through ``serve_args``).
+    overridden through ``serve_args``). ``env`` is added to the CA's environment
+    (e.g. ``SOFTHSM2_CONF`` for a CA whose issuing keys are in SoftHSM2).
 
     If the ``with`` body raises, both logs are printed before they are stopped.
     """
@@ -394,7 +400,7 @@ def running_ca(
         _wait_for_tcp(
             challtestsrv, cts_management_port, deadline, "certmint-challtestsrv", cts_log_path
         )
-        serve = start_process(serve_argv, ca_log_path)
+        serve = start_process(serve_argv, ca_log_path, env)
         processes.append(serve)
         root_pem_path.write_bytes(_fetch_root(serve, ca.management_url, deadline, ca_log_path))
         _wait_for_directory(serve, ca.directory_url, root_pem_path, deadline, ca_log_path)

@@ -96,7 +96,9 @@ def _assert_dv_shape(cert: x509.Certificate, hierarchy: Hierarchy) -> None:
 
     (point,) = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert point.full_name is not None
-    assert [n.value for n in point.full_name] == [CRL_BASE + "e1.crl"]
+    # The certificate's CRL shard (Boulder: serial mod shards, plus one).
+    shard = cert.serial_number % 16 + 1
+    assert [n.value for n in point.full_name] == [f"{CRL_BASE}e1/{shard}.crl"]
     assert point.reasons is None and point.crl_issuer is None
 
 
@@ -118,12 +120,14 @@ def test_rsa_2048_leaf_shape(
 def test_validity_default_is_90_days_inclusive_and_backdated(
     ca: CertificateAuthority, clock: FakeClock
 ) -> None:
-    clock.advance(0.75)  # sub-second clock values must not leak into the DER
-    issued = ca.issue(
-        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(), dns_names=["a.example"]
-    )
+    # The hierarchy was made at START: in the issuer's first hour the backdate
+    # stops at the issuer's notBefore (a leaf lies inside its issuer's validity).
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    assert ca.issue(public_key=key, dns_names=["a.example"]).not_before == START
+    clock.advance(2 * 3600 + 0.75)  # sub-second clock values must not leak into the DER
+    issued = ca.issue(public_key=key, dns_names=["a.example"])
     cert = x509.load_der_x509_certificate(issued.der)
-    assert issued.not_before == cert.not_valid_before_utc == START - timedelta(hours=1)
+    assert issued.not_before == cert.not_valid_before_utc == START + timedelta(hours=1)
     assert issued.not_after == cert.not_valid_after_utc
     # RFC 5280 §4.1.2.5: both ends count, so 90 days end one second early.
     assert issued.not_after - issued.not_before == timedelta(days=90) - timedelta(seconds=1)

@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certmint.ca.issuance.hierarchy import (
     Hierarchy,
     HierarchyError,
+    ListenerUrls,
     load_or_create_dev_hierarchy,
 )
 from certmint.ca.issuance.profile import DV_POLICY_OID
@@ -98,7 +99,7 @@ def test_intermediate_and_cross_certificate(tmp_path: Path, hierarchy: Hierarchy
     assert _cn(e1.subject) == "certmint Development Intermediate E1"
     # The cross-certificate is the same CA (subject and key), signed by X2.
     assert cross.subject == e1.subject
-    assert _spki(cross) == _spki(e1) == _spki_of_key(issuer.key)
+    assert _spki(cross) == _spki(e1) == _spki_of_key(issuer.signer.private_key)  # type: ignore[attr-defined]
     assert e1.issuer == x1.subject and cross.issuer == x2.subject
     e1.verify_directly_issued_by(x1)
     cross.verify_directly_issued_by(x2)
@@ -166,7 +167,7 @@ def test_reload_is_unchanged(tmp_path: Path, hierarchy: Hierarchy, clock: FakeCl
     assert again.roots == hierarchy.roots
     assert again.issuers[0].cert == hierarchy.issuers[0].cert
     assert again.issuers[0].chains == hierarchy.issuers[0].chains
-    assert _spki_of_key(again.issuers[0].key) == _spki_of_key(hierarchy.issuers[0].key)
+    assert again.issuers[0].signer.public_key == hierarchy.issuers[0].signer.public_key
 
 
 def test_server_certificate_reissued_when_names_change_expire_or_vanish(
@@ -221,3 +222,29 @@ def test_mismatched_files_are_refused(tmp_path: Path, hierarchy: Hierarchy) -> N
     (ca_dir / "e1-cross-x2.pem").write_bytes((ca_dir / "e1.pem").read_bytes())
     with pytest.raises(HierarchyError):
         load_or_create_dev_hierarchy(tmp_path / "data", FakeClock(START), SeededEntropy(1))
+
+
+def test_listener_certificate_names_the_cas_urls_and_is_linted(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener's certificate is signed by an issuing key, so it goes
+    through the same lint as any subscriber's, with CRL DP and AIA under the
+    management URL; a lint refusal leaves no certificate behind."""
+    urls = ListenerUrls.under("http://ca.example.com/", crl_shards=4)
+    made = load_or_create_dev_hierarchy(tmp_path / "a", clock, SeededEntropy(3), listener_urls=urls)
+    leaf = x509.load_pem_x509_certificates(made.tls_cert_path.read_bytes())[0]
+    points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    crl_url = points[0].full_name[0].value  # type: ignore[index]
+    assert crl_url.startswith("http://ca.example.com/crl/e1/") and crl_url.endswith(".crl")
+    aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert [d.access_location.value for d in aia] == ["http://ca.example.com/aia/e1.der"]
+
+    import certmint.ca.issuance.lint as lint
+
+    def refuse(self: object, cert: x509.Certificate, expected: object) -> None:
+        raise lint.LintError("certificate", ("test.refused",))
+
+    monkeypatch.setattr(lint.SubscriberLinter, "check", refuse)
+    with pytest.raises(lint.LintError, match=r"test\.refused"):
+        load_or_create_dev_hierarchy(tmp_path / "b", clock, SeededEntropy(4))
+    assert not (tmp_path / "b" / "tls" / "server.pem").exists()

@@ -16,9 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from certmint.ca.issuance.authority import CertificateAuthority
-from certmint.ca.issuance.hierarchy import Hierarchy
+from certmint.ca.issuance.crl import FULL_CRL, build_shard_crl
+from certmint.ca.issuance.hierarchy import Hierarchy, IssuerMaterial
 from certmint.ca.storage.records import RevokedEntry
 from certmint.testing.clock import FakeClock
+
+from .issuance_support import CRL_BASE
 
 BLOCKING = {"FATAL", "ERROR", "WARNING"}
 
@@ -100,8 +103,10 @@ def test_short_lived_leaf_is_pkilint_clean(tmp_path: Path, ca: CertificateAuthor
 
 @pytest.mark.parametrize("profile", ["BR", "PKIX"])
 def test_crl_is_pkilint_clean(
-    tmp_path: Path, ca: CertificateAuthority, clock: FakeClock, profile: str
+    tmp_path: Path, ca: CertificateAuthority, hierarchy: Hierarchy, clock: FakeClock, profile: str
 ) -> None:
+    # A shard CRL (with its IDP, BR 7.2.2) and the complete CRL (no IDP).
+    e1 = hierarchy.issuers[0]
     revoked = [
         RevokedEntry(ca.issue(public_key=_p256(), dns_names=["a.example"]).serial, clock.now(), 1),
         RevokedEntry(ca.issue(public_key=_p256(), dns_names=["b.example"]).serial, clock.now(), 0),
@@ -109,7 +114,7 @@ def test_crl_is_pkilint_clean(
     ]
     clock.advance(30)
     path = tmp_path / "e1.crl"
-    path.write_bytes(ca.build_crl("e1", revoked))
+    path.write_bytes(build_shard_crl(e1, 3, revoked, clock, base_url=CRL_BASE))
     _assert_clean(
         _run_linter(
             "lint_crl", ["lint", "-t", "CRL", "-p", profile, "-s", "ALL", "-f", "JSON", str(path)]
@@ -128,15 +133,15 @@ def test_crl_is_pkilint_clean(
                 "ALL",
                 "-f",
                 "JSON",
-                str(_write_empty_crl(tmp_path, ca)),
+                str(_write_empty_crl(tmp_path, e1, clock)),
             ],
         )
     )
 
 
-def _write_empty_crl(tmp_path: Path, ca: CertificateAuthority) -> Path:
+def _write_empty_crl(tmp_path: Path, issuer: IssuerMaterial, clock: FakeClock) -> Path:
     path = tmp_path / "empty.crl"
-    path.write_bytes(ca.build_crl("e1", []))
+    path.write_bytes(build_shard_crl(issuer, FULL_CRL, [], clock, base_url=CRL_BASE))
     return path
 
 

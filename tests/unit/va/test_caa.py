@@ -120,6 +120,46 @@ def test_refusal_reason_names_the_property_kind() -> None:
 
 
 @pytest.mark.parametrize(
+    ("rrset", "question", "reason"),
+    [
+        ((rec("issue", ";"),), ask(), '"issue ;" forbids issuance by any CA'),
+        ((rec("issue", "other.example"),), ask(), '"issue other.example" names another CA'),
+        ((rec("issue", f"{US}."),), ask(), "does not follow the RFC 8659 §4.2 grammar"),
+        (
+            (rec("issue", f"{US}; accounturi={ACCOUNT}x"),),
+            ask(),
+            f"allows only that accounturi, not {ACCOUNT}",
+        ),
+        ((rec("issue", f"{US}; accounturi={ACCOUNT}"),), ask(account=None), "not no account"),
+        (
+            (rec("issue", f"{US}; validationmethods=dns-01"),),
+            ask(),
+            "does not allow validation method http-01",
+        ),
+        (
+            (rec("issue", f"{US}; validationmethods=dns_01"),),
+            ask(),
+            "has a malformed validationmethods list",
+        ),
+        # The property meant for us is the one reported, whatever its place.
+        (
+            (rec("issue", "other.example"), rec("issue", f"{US}; validationmethods=dns-01")),
+            ask(),
+            'validationmethods=dns-01" does not allow validation method http-01 (and 1 more)',
+        ),
+        ((rec("issue", "a\x00b"),), ask(), '"issue a?b"'),  # never echoed raw
+    ],
+)
+def test_refusal_reason_says_what_to_change(
+    rrset: tuple[CAARecord, ...], question: CAAQuestion, reason: str
+) -> None:
+    verdict = evaluate_caa(rrset, question)
+    assert not verdict.permitted
+    assert verdict.reason.startswith(f"no issue property permits {US} to issue: ")
+    assert reason in verdict.reason
+
+
+@pytest.mark.parametrize(
     ("value", "parsed"),
     [
         ("ca.example", IssuerValue("ca.example", {})),

@@ -68,7 +68,13 @@ async def test_malformed_requests(changes: dict[str, str]) -> None:
 async def test_supported_types_and_detail_is_bounded() -> None:
     va = ValidationAuthority(CONFIG, FakeClock())
     try:
-        assert va.supported_challenge_types == ("http-01", "dns-01", "tls-alpn-01")
+        assert va.supported_challenge_types == (
+            "http-01",
+            "dns-01",
+            "tls-alpn-01",
+            "dns-account-01",
+            "dns-persist-01",
+        )
         result = await va.validate(request(challenge_type="x" * 5000 + "\x00"))
     finally:
         await va.aclose()

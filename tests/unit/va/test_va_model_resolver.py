@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -15,10 +16,13 @@ from certmint.ca.va.model import (
     ValidationResult,
 )
 from certmint.ca.va.resolver import (
+    EDNS_PAYLOAD,
     VAResolver,
     _name_wire,
     _Query,
+    _servfail,
     configured_nameservers,
+    extended_error,
     parse_nameserver,
 )
 
@@ -96,7 +100,8 @@ def test_configured_nameservers_in_order() -> None:
 @pytest.mark.parametrize("rdtype", ["A", "AAAA", "TXT"])
 def test_hand_built_query_matches_dnspython(name: str, rdtype: str) -> None:
     query = _Query.build(name, _name_wire(name), rdtype)
-    reference = dns.message.make_query(name, rdtype)
+    # EDNS version 0, 1232-octet payload, no DO bit (RFC 6891; resolver.py).
+    reference = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
     reference.id = query.id
     assert query.wire == reference.to_wire()
     assert query.as_message().to_wire() == reference.to_wire()
@@ -138,3 +143,70 @@ def test_reply_matching_on_raw_bytes() -> None:
     assert query.is_answered_by(servfail.to_wire())
     servfail.set_rcode(dns.rcode.NOERROR)
     assert not query.is_answered_by(servfail.to_wire())
+
+
+# -- RFC 8914 Extended DNS Errors in SERVFAIL details --
+
+
+def _servfail_with(*options: dns.edns.EDEOption) -> dns.message.Message:
+    query = dns.message.make_query("example.com", "TXT", use_edns=0, payload=EDNS_PAYLOAD)
+    reply = dns.message.make_response(query)
+    reply.set_rcode(dns.rcode.SERVFAIL)
+    reply.use_edns(0, payload=EDNS_PAYLOAD, options=list(options))
+    # Through the wire, as the resolver sees it.
+    return dns.message.from_wire(reply.to_wire())
+
+
+def test_query_asks_for_edns_without_do() -> None:
+    message = dns.message.from_wire(
+        _Query.build("example.com", _name_wire("example.com"), "A").wire
+    )
+    assert message.edns == 0
+    assert message.payload == EDNS_PAYLOAD
+    assert not message.ednsflags & dns.flags.DO  # RRSIGs are the resolver's business
+
+
+def test_servfail_without_extended_error_keeps_boulder_wording() -> None:
+    assert extended_error(_servfail_with()) is None
+    problem = _servfail("TXT", "_acme-challenge.example.com").problem
+    assert problem.type == "dns"
+    assert problem.detail == (
+        "DNS problem: SERVFAIL looking up TXT for _acme-challenge.example.com - "
+        "the domain's nameservers may be malfunctioning"
+    )
+
+
+def test_dnssec_extended_error_names_dnssec() -> None:
+    reply = _servfail_with(
+        dns.edns.EDEOption(dns.edns.EDECode.NO_REACHABLE_AUTHORITY),
+        dns.edns.EDEOption(dns.edns.EDECode.DNSSEC_BOGUS, "signature crypto failed"),
+    )
+    found = extended_error(reply)
+    assert found is not None and found.is_dnssec and found.code == 6
+    problem = _servfail("TXT", "_acme-challenge.example.com", found).problem
+    assert problem.type == "dns"
+    assert problem.detail == (
+        "DNS problem: SERVFAIL looking up TXT for _acme-challenge.example.com - "
+        "DNSSEC validation failed: check the domain's DS and DNSKEY records and "
+        "signatures (resolver: EDE 6 (DNSSEC Bogus): signature crypto failed)"
+    )
+
+
+def test_other_extended_error_is_shown_as_is() -> None:
+    found = extended_error(
+        _servfail_with(dns.edns.EDEOption(dns.edns.EDECode.NO_REACHABLE_AUTHORITY))
+    )
+    assert found is not None and not found.is_dnssec
+    detail = _servfail("A", "example.com", found).problem.detail
+    assert detail == (
+        "DNS problem: SERVFAIL looking up A for example.com - the domain's nameservers "
+        "may be malfunctioning (resolver: EDE 22 (No Reachable Authority))"
+    )
+
+
+def test_extended_error_text_is_printable_and_bounded() -> None:
+    text = "bad\x1b[31m" + "x" * 500
+    found = extended_error(_servfail_with(dns.edns.EDEOption(dns.edns.EDECode.OTHER, text)))
+    assert found is not None
+    assert found.text.isprintable()
+    assert found.text.endswith("...") and len(found.text) <= 203

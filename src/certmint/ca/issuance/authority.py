@@ -1,15 +1,14 @@
-"""The certificate authority (Boulder's CA): signs subscriber certificates and CRLs.
+"""The certificate authority (Boulder's CA): signs subscriber certificates.
 
 It trusts the RA for *whether* to issue (identifiers validated, validity
 within policy) and owns *how*: serials, the certificate profile, chains and
-CRLs. Time comes from the injected ``Clock`` and serials from the injected
+the CRL shard each certificate names (CRLs themselves: ``issuance/crl.py``).
+Time comes from the injected ``Clock`` and serials from the injected
 ``Entropy`` (DESIGN.md §2).
 """
 
 from __future__ import annotations
 
-import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,39 +17,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from certmint.ca.config import ProfileConfig
+from certmint.ca.issuance.crl import DEFAULT_CRL_SHARDS, crl_url_for, shard_for_serial
 from certmint.ca.issuance.hierarchy import Hierarchy, IssuerMaterial
+from certmint.ca.issuance.lint import IssuanceExpectation, SubscriberLinter
 from certmint.ca.issuance.profile import (
-    build_subscriber_certificate,
+    common_name_for,
     new_serial,
     serial_to_string,
-    signature_hash,
+    subscriber_certificate_builder,
     truncate_to_seconds,
 )
-from certmint.ca.storage.records import RevokedEntry
+from certmint.ca.issuance.signing import sign_certificate
 from certmint.runtime import Clock, Entropy
-
-# BR 4.9.7: nextUpdate at most ten days after thisUpdate; Let's Encrypt, like
-# us, publishes with a seven-day window and regenerates far more often.
-CRL_VALIDITY = timedelta(days=7)
-
-# RFC 5280 §5.3.1 reason codes. 7 is unused; 0 (unspecified) is never encoded
-# (BR 7.2.2: "If present, this extension MUST NOT be unspecified(0)").
-_CRL_REASONS: dict[int, x509.ReasonFlags] = {
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
-
-# A serial as stored: lowercase hex of at most 20 octets (RFC 5280 §4.1.2.2).
-_SERIAL_RE = re.compile(r"[0-9a-f]{1,40}")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -60,6 +39,10 @@ class IssuanceConfig:
     default_validity: timedelta = timedelta(days=90)
     # Clients with slow clocks must not see a certificate from the future.
     backdate: timedelta = timedelta(hours=1)
+    # CRL shards per issuer; each certificate's CRL DP names its shard's URL.
+    crl_shards: int = DEFAULT_CRL_SHARDS
+    # The optional OCSP responder's URL for the AIA (serve --ocsp); None = none.
+    ocsp_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,13 +52,7 @@ class IssuedCertificate:
     issuer_id: str
     not_before: datetime
     not_after: datetime
-
-
-def parse_serial(serial: str) -> int:
-    """The integer behind a stored serial string; ValueError if it is not one."""
-    if not _SERIAL_RE.fullmatch(serial):
-        raise ValueError(f"malformed serial {serial!r}")
-    return int(serial, 16)
+    crl_shard: int | None = None  # the CRL shard its CRL DP names (issuance/crl.py)
 
 
 def _require_aware(name: str, when: datetime | None) -> None:
@@ -85,7 +62,13 @@ def _require_aware(name: str, when: datetime | None) -> None:
 
 class CertificateAuthority:
     def __init__(
-        self, hierarchy: Hierarchy, config: IssuanceConfig, clock: Clock, entropy: Entropy
+        self,
+        hierarchy: Hierarchy,
+        config: IssuanceConfig,
+        clock: Clock,
+        entropy: Entropy,
+        *,
+        linter: SubscriberLinter | None = None,
     ) -> None:
         if not hierarchy.issuers:
             raise ValueError("the hierarchy has no issuers")
@@ -93,10 +76,10 @@ class CertificateAuthority:
         self._config = config
         self._clock = clock
         self._entropy = entropy
+        # Every subscriber certificate is linted before the issuing key signs
+        # it; app.py passes the linter for the deployment's policy.
+        self._linter = linter if linter is not None else SubscriberLinter.for_unit_use()
         self._issuers: dict[str, IssuerMaterial] = {i.id: i for i in hierarchy.issuers}
-        # Guards _last_crl_number: CRLs may be built from several threads.
-        self._crl_lock = threading.Lock()
-        self._last_crl_number: dict[str, int] = {}
 
     @property
     def issuer_ids(self) -> tuple[str, ...]:
@@ -122,15 +105,18 @@ class CertificateAuthority:
         self,
         not_before: datetime | None,
         not_after: datetime | None,
-        validity: timedelta | None,
+        span: timedelta,
+        issuer: x509.Certificate,
     ) -> tuple[datetime, datetime]:
         _require_aware("not_before", not_before)
         _require_aware("not_after", not_after)
-        span = validity if validity is not None else self._config.default_validity
         if span <= timedelta(seconds=1):
             raise ValueError("validity must be longer than one second")
         if not_before is None:
-            not_before = self._clock.now() - self._config.backdate
+            # Backdated for slow client clocks, but never before the issuer's
+            # own notBefore: a certificate lies inside its issuer's validity
+            # (lint checks it), even in an intermediate's first hour.
+            not_before = max(self._clock.now() - self._config.backdate, issuer.not_valid_before_utc)
         start = truncate_to_seconds(not_before.astimezone(UTC))
         if not_after is None:
             # BR 7.1.2.7 / RFC 5280 §4.1.2.5: validity includes both ends, so
@@ -151,25 +137,34 @@ class CertificateAuthority:
         not_after: datetime | None = None,
         validity: timedelta | None = None,
         ip_addresses: Sequence[str] = (),
+        profile: ProfileConfig | None = None,
     ) -> IssuedCertificate:
-        """Sign a DV certificate for names the RA has already validated.
+        """Lint, then sign, a DV certificate for names the RA has already validated.
 
         ``not_before``/``not_after`` are used as given (the RA checked them
         against policy); otherwise notBefore is now minus the backdate and the
-        certificate lasts ``validity`` (default 90 days) inclusively.
-        ``ip_addresses`` (RFC 8738 identifiers) become iPAddress SANs.
-        Raises ValueError for unacceptable keys, names or times.
+        certificate lasts ``validity`` (default: the profile's, else 90 days)
+        inclusively. ``ip_addresses`` (RFC 8738 identifiers) become iPAddress
+        SANs. ``profile`` (draft-ietf-acme-profiles) shapes the certificate
+        and bounds its validity. Raises ValueError for unacceptable keys,
+        names or times, and ``signing.LintError`` when lint refuses the
+        certificate (the findings are logged; nothing was signed).
         """
         if isinstance(dns_names, str) or isinstance(ip_addresses, str):
             raise TypeError("dns_names and ip_addresses are sequences of names")
-        # Only E1 today; when there are several (RSA and ECDSA, like Let's
-        # Encrypt's R and E series) this is where the choice goes.
-        issuer = self._hierarchy.issuers[0]
-        start, end = self._validity(not_before, not_after, validity)
+        # Several active intermediates: one at random per issuance, as Let's
+        # Encrypt does so that nobody can pin a single intermediate.
+        issuers = self._hierarchy.issuers
+        issuer = issuers[self._entropy.randbelow(len(issuers)) if len(issuers) > 1 else 0]
+        if validity is None:
+            validity = profile.validity if profile is not None else self._config.default_validity
+        start, end = self._validity(not_before, not_after, validity, issuer.cert)
+        common_name = common_name_for(dns_names) if profile and profile.common_name else None
         serial = new_serial(self._entropy)
-        cert = build_subscriber_certificate(
+        # The certificate's CRL shard, fixed at issuance (issuance/crl.py).
+        crl_shard = shard_for_serial(serial, self._config.crl_shards)
+        builder = subscriber_certificate_builder(
             issuer_cert=issuer.cert,
-            issuer_key=issuer.key,
             public_key=public_key,
             serial=serial,
             dns_names=dns_names,
@@ -177,67 +172,25 @@ class CertificateAuthority:
             not_before=start,
             not_after=end,
             aia_issuer_url=f"{self._config.aia_base_url}{issuer.id}.der",
-            crl_url=f"{self._config.crl_base_url}{issuer.id}.crl",
+            crl_url=crl_url_for(self._config.crl_base_url, issuer.id, crl_shard),
+            common_name=common_name,
+            rsa_key_encipherment=profile is not None and profile.rsa_key_encipherment,
+            ocsp_url=self._config.ocsp_url,
         )
+        expected = IssuanceExpectation.of(
+            issuer=issuer.cert,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            max_validity=profile.validity if profile is not None else validity,
+            common_name=common_name,
+            profile=profile.name if profile is not None else "",
+        )
+        cert = sign_certificate(builder, issuer.signer, lint=self._linter.hook(expected))
         return IssuedCertificate(
             serial=serial_to_string(serial),
             der=cert.public_bytes(serialization.Encoding.DER),
             issuer_id=issuer.id,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
+            crl_shard=crl_shard,
         )
-
-    def _next_crl_number(self, issuer_id: str, this_update: datetime) -> int:
-        # Like Let's Encrypt: the CRL number is thisUpdate in microseconds
-        # since the epoch, so it increases across restarts and replicas
-        # without shared state (RFC 5280 §5.2.3 wants it monotonic). The
-        # remembered maximum keeps it strictly increasing within a process
-        # even if two CRLs are built in the same microsecond.
-        derived = (this_update - _EPOCH) // timedelta(microseconds=1)
-        with self._crl_lock:
-            number = max(derived, self._last_crl_number.get(issuer_id, 0) + 1)
-            self._last_crl_number[issuer_id] = number
-        return number
-
-    def build_crl(self, issuer_id: str, revoked: Sequence[RevokedEntry]) -> bytes:
-        """A complete DER CRL for one issuer (RFC 5280 §5, BR 7.2)."""
-        issuer = self._issuer(issuer_id)
-        now = self._clock.now().astimezone(UTC)
-        number = self._next_crl_number(issuer_id, now)
-        this_update = truncate_to_seconds(now)
-        issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.cert.subject)
-            .last_update(this_update)
-            .next_update(this_update + CRL_VALIDITY)
-            # RFC 5280 §5.2.3 / BR 7.2.2: cRLNumber, non-critical.
-            .add_extension(x509.CRLNumber(number), critical=False)
-            # RFC 5280 §5.2.1 / BR 7.2.2: AKI keyIdentifier of the signer.
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
-                critical=False,
-            )
-        )
-        seen: set[int] = set()
-        for entry in revoked:
-            serial = parse_serial(entry.serial)
-            if serial in seen:  # a serial is listed once (RFC 5280 §5.1.2.6)
-                continue
-            seen.add(serial)
-            _require_aware("revoked_at", entry.revoked_at)
-            revoked_builder = (
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(truncate_to_seconds(entry.revoked_at.astimezone(UTC)))
-            )
-            if entry.reason is not None and entry.reason != 0:
-                flag = _CRL_REASONS.get(entry.reason)
-                if flag is None:
-                    raise ValueError(f"serial {entry.serial}: invalid reason code {entry.reason}")
-                revoked_builder = revoked_builder.add_extension(
-                    x509.CRLReason(flag), critical=False
-                )
-            builder = builder.add_revoked_certificate(revoked_builder.build())
-        crl = builder.sign(issuer.key, signature_hash(issuer.key))
-        return crl.public_bytes(serialization.Encoding.DER)

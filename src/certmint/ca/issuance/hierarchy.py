@@ -34,13 +34,17 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certmint.ca.issuance.keys import load_private_key, write_pem_atomic, write_private_key
+from certmint.ca.issuance.lint import IssuanceExpectation, LintWaivers, SubscriberLinter
 from certmint.ca.issuance.profile import (
     DV_POLICY_OID,
-    build_subscriber_certificate,
+    key_usage,
     new_serial,
-    signature_hash,
+    subscriber_certificate_builder,
     truncate_to_seconds,
 )
+from certmint.ca.issuance.signer import FileSigner, Signer
+from certmint.ca.issuance.signing import sign_certificate
+from certmint.ca.keypolicy import KeyPolicy
 from certmint.runtime import Clock, Entropy
 
 ROOT_X1_NAME = "certmint Development Root X1"
@@ -70,7 +74,9 @@ class HierarchyError(Exception):
 class IssuerMaterial:
     id: str  # short, URL-safe: used in AIA and CRL URLs ("e1")
     cert: x509.Certificate  # the default-chain issuer certificate
-    key: CertificateIssuerPrivateKeyTypes
+    # Signs for this issuer (a key file or a PKCS#11 key); every signature
+    # goes through signing.sign_certificate / sign_crl, lint first.
+    signer: Signer
     # Each chain: the certificates after the leaf, up to but excluding a root.
     # chains[0] is the default, the rest are alternates.
     chains: tuple[tuple[x509.Certificate, ...], ...]
@@ -149,22 +155,6 @@ def _ca_name(common_name: str) -> x509.Name:
     )
 
 
-def _ca_key_usage() -> x509.KeyUsage:
-    # BR 7.1.2.10.7: keyCertSign and cRLSign, critical; digitalSignature is
-    # left off because these keys never sign OCSP responses directly.
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
@@ -186,21 +176,23 @@ def _build_root(
         .not_valid_after(now + ROOT_VALIDITY - timedelta(seconds=1))
         # BR 7.1.2.1.2: cA TRUE, critical, pathLenConstraint NOT RECOMMENDED.
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        # BR 7.1.2.10.7: keyCertSign and cRLSign, critical; no digitalSignature:
+        # these keys never sign OCSP responses directly.
+        .add_extension(key_usage(digital_signature=False, signs_certificates=True), critical=True)
         .add_extension(ski, critical=False)
         # BR 7.1.2.1.3: authorityKeyIdentifier, when present, equals the SKI.
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    return builder.sign(key, signature_hash(key))
+    return sign_certificate(builder, FileSigner(key, key_id=f"dev-root:{name}"))
 
 
 def _build_intermediate(
     *,
     subject_key: ec.EllipticCurvePrivateKey,
     issuer_cert: x509.Certificate,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
+    issuer_signer: Signer,
     serial: int,
     not_before: datetime,
     not_after: datetime,
@@ -221,7 +213,9 @@ def _build_intermediate(
         .not_valid_after(not_after)
         # BR 7.1.2.10.4: cA TRUE, critical; pathLen 0 — E1 only signs leaves.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        # BR 7.1.2.10.7: keyCertSign and cRLSign, critical; no digitalSignature:
+        # these keys never sign OCSP responses directly.
+        .add_extension(key_usage(digital_signature=False, signs_certificates=True), critical=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), critical=False
         )
@@ -238,7 +232,7 @@ def _build_intermediate(
             critical=False,
         )
     )
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+    return sign_certificate(builder, issuer_signer)
 
 
 def _create_ca(paths: _Paths, now: datetime, entropy: Entropy) -> None:
@@ -251,7 +245,7 @@ def _create_ca(paths: _Paths, now: datetime, entropy: Entropy) -> None:
     e1 = _build_intermediate(
         subject_key=e1_key,
         issuer_cert=x1,
-        issuer_key=x1_key,
+        issuer_signer=FileSigner(x1_key, key_id="dev-root:x1"),
         serial=new_serial(entropy),
         not_before=now,
         not_after=not_after,
@@ -259,7 +253,7 @@ def _create_ca(paths: _Paths, now: datetime, entropy: Entropy) -> None:
     e1_cross = _build_intermediate(
         subject_key=e1_key,
         issuer_cert=x2,
-        issuer_key=x2_key,
+        issuer_signer=FileSigner(x2_key, key_id="dev-root:x2"),
         serial=new_serial(entropy),
         not_before=now,
         not_after=not_after,
@@ -279,7 +273,7 @@ def _load_cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def _load_issuer_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
+def _load_issuer_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key: PrivateKeyTypes = load_private_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise HierarchyError(f"{path}: expected an ECDSA key")
@@ -312,7 +306,8 @@ def _load_ca(paths: _Paths, now: datetime) -> tuple[tuple[x509.Certificate, ...]
         raise HierarchyError(
             f"the development hierarchy in {paths.ca_dir} has expired; move it away to re-create it"
         )
-    issuer = IssuerMaterial(id="e1", cert=e1, key=e1_key, chains=((e1,), (e1_cross,)))
+    signer = FileSigner(e1_key, key_id=f"file:{paths.e1_key}")
+    issuer = IssuerMaterial(id="e1", cert=e1, signer=signer, chains=((e1,), (e1_cross,)))
     return (x1, x2), issuer
 
 
@@ -352,30 +347,62 @@ def _server_cert_is_current(
     return names == wanted and now < leaf.not_valid_after_utc - SERVER_CERT_RENEW_BEFORE
 
 
+@dataclass(frozen=True)
+class ListenerUrls:
+    """Where the CA publishes (its management base URL). The listener's own
+    certificate names them like every certificate the CA signs (BR 7.1.2.7:
+    CRL DP and AIA caIssuers), so that it passes the same lint before an
+    issuing key signs it: nothing unlinted is signed by an issuing key."""
+
+    aia_base_url: str  # ends with "/"
+    crl_base_url: str  # ends with "/"
+    crl_shards: int = 16
+
+    @classmethod
+    def under(cls, management_base_url: str, crl_shards: int = 16) -> ListenerUrls:
+        base = management_base_url.rstrip("/")
+        return cls(f"{base}/aia/", f"{base}/crl/", crl_shards)
+
+
+# The playground's management port (certmint-ca serve's default).
+DEV_LISTENER_URLS = ListenerUrls.under("http://127.0.0.1:15000")
+
+
 def _issue_server_cert(
     paths: _Paths,
     issuer: IssuerMaterial,
     server_names: Sequence[str],
     now: datetime,
     entropy: Entropy,
+    urls: ListenerUrls = DEV_LISTENER_URLS,
 ) -> None:
+    # crl.py imports this module (IssuerMaterial): import its URL rules here.
+    from certmint.ca.issuance.crl import crl_url_for, shard_for_serial
+
     dns, ips = _server_names_split(server_names)
     key = ec.generate_private_key(ec.SECP256R1())
     not_before = now - timedelta(hours=1)  # tolerate client clock skew
-    leaf = build_subscriber_certificate(
+    serial = new_serial(entropy)
+    shard = shard_for_serial(serial, urls.crl_shards)
+    builder = subscriber_certificate_builder(
         issuer_cert=issuer.cert,
-        issuer_key=issuer.key,
         public_key=key.public_key(),
-        serial=new_serial(entropy),
+        serial=serial,
         dns_names=dns,
         ip_addresses=ips,
-        not_before=not_before,
+        not_before=max(not_before, issuer.cert.not_valid_before_utc),
         not_after=not_before + SERVER_CERT_VALIDITY - timedelta(seconds=1),
-        # Issued before the server knows its public URLs: no AIA/CRL DP. It
-        # is certmint's own listener certificate, not a subscriber's.
-        aia_issuer_url=None,
-        crl_url=None,
+        aia_issuer_url=f"{urls.aia_base_url}{issuer.id}.der",
+        crl_url=crl_url_for(urls.crl_base_url, issuer.id, shard),
     )
+    # Linted like a subscriber certificate. Its names are the listener's
+    # (localhost, loopback addresses, the --listen host), which the BR call
+    # internal: those findings, and only those, are waived for it.
+    expected = IssuanceExpectation.of(
+        issuer=issuer.cert, dns_names=dns, ip_addresses=ips, max_validity=SERVER_CERT_VALIDITY
+    )
+    linter = SubscriberLinter(KeyPolicy.default(), LintWaivers.everything_internal())
+    leaf = sign_certificate(builder, issuer.signer, lint=linter.hook(expected))
     # Key before certificate, so a crash in between leaves a mismatch that
     # the next start detects and repairs, never a certificate without its key.
     write_private_key(paths.server_key, key)
@@ -388,6 +415,7 @@ def load_or_create_dev_hierarchy(
     clock: Clock,
     entropy: Entropy,
     server_names: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
+    listener_urls: ListenerUrls = DEV_LISTENER_URLS,
 ) -> Hierarchy:
     """Load the development hierarchy under ``data_dir``, creating it on first start."""
     data_dir = Path(data_dir)
@@ -405,7 +433,7 @@ def load_or_create_dev_hierarchy(
     dns, ips = _server_names_split(server_names)
     wanted = set(dns) | set(ips)
     if not _server_cert_is_current(paths, issuer, wanted, now):
-        _issue_server_cert(paths, issuer, server_names, now, entropy)
+        _issue_server_cert(paths, issuer, server_names, now, entropy, listener_urls)
 
     return Hierarchy(
         roots=roots,

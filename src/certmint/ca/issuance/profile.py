@@ -4,6 +4,10 @@ Shared by the issuing authority (``authority.py``) and the development
 hierarchy, which issues the server's own HTTPS certificate from the same
 profile (``hierarchy.py``). Every rule here cites the CA/Browser Forum
 Baseline Requirements (BR, v2.x) or RFC 5280.
+
+The ACME profiles (draft-ietf-acme-profiles; ``config.ProfileConfig``) vary
+this one shape: validity, and optionally a subject commonName and, for RSA
+keys, keyEncipherment (``common_name_for`` and the builder's arguments).
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certmint.runtime import Entropy
 
@@ -120,17 +122,56 @@ def subject_alt_names(
     return entries
 
 
-def signature_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384:
-    """BR 7.1.3.2: P-384 keys sign with SHA-384; P-256 and RSA with SHA-256."""
-    if isinstance(issuer_key, ec.EllipticCurvePrivateKey) and issuer_key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
+# RFC 5280 Appendix A: ub-common-name is 64 characters.
+_COMMON_NAME_MAX = 64
 
 
-def build_subscriber_certificate(
+def common_name_for(dns_names: Sequence[str]) -> str | None:
+    """The commonName a profile with one gets (Let's Encrypt's classic):
+    the first DNS name, in the SAN's order, that fits in 64 characters;
+    None when there is none (an IP-only certificate gets no CN)."""
+    for name in sorted({_check_dns_name(n) for n in dns_names}):
+        if len(name) <= _COMMON_NAME_MAX:
+            return name
+    return None
+
+
+def key_usage(
+    *, digital_signature: bool, key_encipherment: bool = False, signs_certificates: bool = False
+) -> x509.KeyUsage:
+    """A keyUsage value: the bits each profile sets, every other bit clear.
+    ``signs_certificates`` is a CA's keyCertSign and cRLSign (BR 7.1.2.10.7)."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def crl_distribution_points(crl_url: str) -> x509.CRLDistributionPoints:
+    """BR 7.1.2.11.2: one distributionPoint with an HTTP fullName, no reasons
+    and no cRLIssuer."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(crl_url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
+    )
+
+
+def subscriber_certificate_builder(
     *,
     issuer_cert: x509.Certificate,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
     public_key: CertificatePublicKeyTypes,
     serial: int,
     dns_names: Sequence[str],
@@ -139,48 +180,56 @@ def build_subscriber_certificate(
     not_after: datetime,
     aia_issuer_url: str | None,
     crl_url: str | None,
-) -> x509.Certificate:
-    """Sign a Baseline-Requirements DV subscriber certificate (BR 7.1.2.7).
+    common_name: str | None = None,
+    rsa_key_encipherment: bool = False,
+    ocsp_url: str | None = None,
+) -> x509.CertificateBuilder:
+    """A Baseline-Requirements DV subscriber certificate (BR 7.1.2.7), unsigned.
 
     ``aia_issuer_url``/``crl_url`` may be None only for the development
     server's own certificate, which is issued before any URL is configured.
+    ``common_name`` (one of ``dns_names``) and ``rsa_key_encipherment`` are
+    the profile's variations; both default to the shape pkilint finds clean.
+    ``ocsp_url`` is set only when the operator runs the optional OCSP
+    responder (``serve --ocsp``, ``ca/ocsp.py``).
     """
-    check_subject_public_key(public_key)
+    is_rsa = check_subject_public_key(public_key)
     if not_after <= not_before:
         raise ValueError("notAfter must be after notBefore")
     sans = subject_alt_names(dns_names, ip_addresses)
+    if common_name is not None and x509.DNSName(common_name) not in sans:
+        # BR 7.1.4.3: a subscriber CN repeats one of the SAN entries.
+        raise ValueError(f"common name {common_name!r} is not one of the certificate's names")
     issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    # BR 7.1.2.7.2: every subject attribute is optional for DV; like Let's
+    # Encrypt's tlsserver and shortlived profiles we leave the subject empty
+    # by default and put the names only in the SAN.
+    subject = (
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        if common_name is not None
+        else x509.Name([])
+    )
 
     builder = (
         x509.CertificateBuilder()
         .serial_number(serial)
         .issuer_name(issuer_cert.subject)
-        # BR 7.1.2.7.2: every subject attribute is optional for DV; like Let's
-        # Encrypt's newer profiles we leave the subject empty and put the
-        # names only in the SAN.
-        .subject_name(x509.Name([]))
+        .subject_name(subject)
         .public_key(public_key)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        # RFC 5280 §4.2.1.6: with an empty subject the SAN MUST be critical.
-        .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+        # RFC 5280 §4.2.1.6: with an empty subject the SAN MUST be critical;
+        # with a subject it SHOULD NOT be (pkilint: san_extension_is_critical
+        # _non_empty_subject).
+        .add_extension(x509.SubjectAlternativeName(sans), critical=common_name is None)
         # BR 7.1.2.7.11: digitalSignature. For RSA keys keyEncipherment is a
         # MAY, but the BR discourage setting it together with digitalSignature
         # and pkilint warns (subscriber_rsa_digitalsignature_and_keyencipherment
         # _present); TLS 1.3 and ECDHE never use RSA key transport, so, like
-        # Let's Encrypt's current profiles, we set digitalSignature only.
+        # Let's Encrypt's tlsserver profile, we set digitalSignature only unless
+        # the profile asks for Let's Encrypt's classic shape.
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True, key_encipherment=is_rsa and rsa_key_encipherment),
             critical=True,
         )
         # BR 7.1.2.7.10: serverAuth (clientAuth MAY; Let's Encrypt dropped it).
@@ -201,34 +250,27 @@ def build_subscriber_certificate(
     # BR 7.1.2.7.6: subjectKeyIdentifier is NOT RECOMMENDED in subscriber
     # certificates (pkilint warns: subscriber.subject_key_identifier_extension
     # _present), so it is deliberately omitted.
-    if aia_issuer_url is not None:
-        # BR 7.1.2.7.7: caIssuers over plain HTTP, DER. No OCSP URL: like Let's
-        # Encrypt since 2025, revocation is published by CRL only.
-        builder = builder.add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(aia_issuer_url),
-                    )
-                ]
-            ),
-            critical=False,
+    # BR 7.1.2.7.7: caIssuers over plain HTTP, DER. No OCSP URL by default:
+    # like Let's Encrypt since 2025, revocation is published by CRL only; an
+    # operator who runs the optional responder gets id-ad-ocsp (HTTP) first.
+    access = []
+    if ocsp_url is not None:
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+            )
         )
+    if aia_issuer_url is not None:
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(aia_issuer_url),
+            )
+        )
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
     if crl_url is not None:
         # BR 7.1.2.11.2: one distributionPoint with an HTTP fullName, no reasons
         # and no cRLIssuer. Required when there is no OCSP URL (BR 7.1.2.7).
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(crl_url)],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+        builder = builder.add_extension(crl_distribution_points(crl_url), critical=False)
+    return builder

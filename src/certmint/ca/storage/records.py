@@ -65,6 +65,9 @@ class ChallengeRecord:
     validated_at: datetime | None = None
     error_json: str | None = None  # RFC 7807 problem document, JSON text
     validation_json: str | None = None  # validation record, JSON text
+    # Each VA perspective's outcome (BR 3.2.2.9), a JSON list; None when the
+    # CA validates from one perspective only.
+    perspectives_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class CertificateRecord:
     ari_window_end: datetime | None = None
     # RFC 9773 §5: the order whose finalization replaced this certificate.
     replaced_by_order: str | None = None
+    # The CRL shard (1..N) its CRL Distribution Point names; None for
+    # certificates issued before sharding (they name the complete CRL).
+    crl_shard: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,3 +132,53 @@ class RevokedEntry:
     serial: str
     revoked_at: datetime
     reason: int | None
+
+
+# Where a blocked key came from (BlockedKeyRecord.source).
+BLOCKED_BY_REVOCATION = "revocation"  # revoked through ACME, signed by the key
+BLOCKED_BY_ADMIN = "admin"  # certmint-ca admin revoke --key-file
+
+
+@dataclass(frozen=True)
+class BlockedKeyRecord:
+    """A key refused for accounts and certificates (BR 6.1.1.3)."""
+
+    key_spki_sha256: str  # hex SHA-256 of the SubjectPublicKeyInfo (DER)
+    added_at: datetime
+    source: str  # BLOCKED_BY_REVOCATION | BLOCKED_BY_ADMIN
+    comment: str | None = None
+    revoked_serial: str | None = None  # the revocation that blocked it, if any
+
+
+@dataclass(frozen=True)
+class KeyRevocation:
+    """What revoking every certificate of one key changed (one transaction)."""
+
+    revoked: tuple[str, ...]  # serials that were good and are now revoked
+    reason_updated: tuple[str, ...]  # already revoked, now for keyCompromise
+    newly_blocked: bool  # False if the key was already blocked
+
+
+@dataclass(frozen=True)
+class CrlShardState:
+    """Bookkeeping for one (issuer, shard) CRL; shard 0 is the complete CRL."""
+
+    issuer_id: str
+    shard: int
+    crl_number: int | None  # None until a CRL was stored
+    this_update: datetime | None
+    next_update: datetime | None
+    entries: int | None
+    dirty_version: int  # bumped by every revocation that touches the shard
+    dirty_since: datetime | None  # first revocation not yet in the stored CRL
+    leased_until: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredCrl:
+    issuer_id: str
+    shard: int
+    crl_number: int
+    this_update: datetime
+    next_update: datetime
+    der: bytes

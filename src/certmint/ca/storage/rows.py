@@ -15,8 +15,10 @@ from typing import Any
 from certmint.ca.storage.records import (
     AccountRecord,
     AuthzRecord,
+    BlockedKeyRecord,
     CertificateRecord,
     ChallengeRecord,
+    CrlShardState,
     EabKeyRecord,
     OrderRecord,
 )
@@ -101,6 +103,7 @@ def challenge_values(authz: AuthzRecord) -> list[dict[str, Any]]:
             "validated_at": chall.validated_at,
             "error_json": chall.error_json,
             "validation_json": chall.validation_json,
+            "perspectives": chall.perspectives_json,
         }
         for position, chall in enumerate(authz.challenges)
     ]
@@ -117,6 +120,7 @@ def challenge_from_row(row: RowLike, authz_id: str) -> ChallengeRecord:
         validated_at=row.c_validated_at,
         error_json=row.c_error_json,
         validation_json=row.c_validation_json,
+        perspectives_json=row.c_perspectives,
     )
 
 
@@ -131,6 +135,7 @@ def challenge_from_plain_row(row: RowLike) -> ChallengeRecord:
         validated_at=row.validated_at,
         error_json=row.error_json,
         validation_json=row.validation_json,
+        perspectives_json=row.perspectives,
     )
 
 
@@ -220,6 +225,7 @@ def certificate_values(cert: CertificateRecord) -> dict[str, Any]:
         "ari_window_start": cert.ari_window_start,
         "ari_window_end": cert.ari_window_end,
         "replaced_by_order": cert.replaced_by_order,
+        "crl_shard": cert.crl_shard,
     }
 
 
@@ -241,4 +247,39 @@ def certificate_from_row(row: RowLike) -> CertificateRecord:
         ari_window_start=row.ari_window_start,
         ari_window_end=row.ari_window_end,
         replaced_by_order=row.replaced_by_order,
+        crl_shard=row.crl_shard,
+    )
+
+
+def blocked_key_values(record: BlockedKeyRecord) -> dict[str, Any]:
+    return {
+        "key_spki_sha256": record.key_spki_sha256,
+        "added_at": record.added_at,
+        "source": record.source,
+        "comment": record.comment,
+        "revoked_serial": record.revoked_serial,
+    }
+
+
+def blocked_key_from_row(row: RowLike) -> BlockedKeyRecord:
+    return BlockedKeyRecord(
+        key_spki_sha256=row.key_spki_sha256,
+        added_at=row.added_at,
+        source=row.source,
+        comment=row.comment,
+        revoked_serial=row.revoked_serial,
+    )
+
+
+def crl_shard_state_from_row(row: RowLike) -> CrlShardState:
+    return CrlShardState(
+        issuer_id=row.issuer_id,
+        shard=int(row.shard),
+        crl_number=None if row.crl_number is None else int(row.crl_number),
+        this_update=row.this_update,
+        next_update=row.next_update,
+        entries=row.entries,
+        dirty_version=int(row.dirty_version),
+        dirty_since=row.dirty_since,
+        leased_until=row.leased_until,
     )

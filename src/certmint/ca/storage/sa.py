@@ -43,15 +43,15 @@ from certmint.ca.storage.records import (
     CertificateRecord,
     EabKeyRecord,
     OrderRecord,
-    RevokedEntry,
 )
+from certmint.ca.storage.sa_revocation import RevocationStore
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class StorageAuthority:
+class StorageAuthority(RevocationStore):
     """The SA over one SQLAlchemy engine; thread-safe (one connection per call at a time).
 
     Build the engine with ``engine.create_storage_engine`` (or just call
@@ -318,12 +318,14 @@ class StorageAuthority:
         error_json: str | None,
         validation_json: str | None,
         authz_expires: datetime | None,
+        perspectives_json: str | None = None,
     ) -> AuthzRecord:
         """Record a validation outcome: challenge processing → valid|invalid and the
         authorization pending → valid|invalid with it (RFC 8555 §7.1.6), atomically.
 
         If the authorization left pending meanwhile (e.g. deactivated), the
         challenge result is still recorded and the authorization is left alone.
+        ``perspectives_json`` records each VA perspective's outcome (BR 3.2.2.9).
         """
         status = VALID if valid else INVALID
         with self._db.write() as tx:
@@ -334,6 +336,7 @@ class StorageAuthority:
                 "b_validated_at": validated_at,
                 "b_error_json": error_json,
                 "b_validation_json": validation_json,
+                "b_perspectives": perspectives_json,
             }
             if tx.count(q.FINISH_CHALLENGE, chall_params) != 1:
                 raise StaleState(f"challenge {challenge_id} of {authz_id} is not processing")
@@ -401,24 +404,6 @@ class StorageAuthority:
     def get_certificate(self, serial: str) -> CertificateRecord | None:
         row = self._db.one(q.SELECT_CERTIFICATE, {"b_serial": serial})
         return None if row is None else rows.certificate_from_row(row)
-
-    def revoke_certificate(self, serial: str, reason: int, revoked_at: datetime) -> bool:
-        """good → revoked (RFC 8555 §7.6). False if it was already revoked."""
-        params = {"b_serial": serial, "b_reason": reason, "b_revoked_at": revoked_at}
-        with self._db.write() as tx:
-            if tx.count(q.REVOKE_CERTIFICATE, params) == 1:
-                return True
-            if tx.one(q.SELECT_SERIAL_EXISTS, {"b_serial": serial}) is None:
-                raise StaleState(f"no certificate with serial {serial}")
-            return False
-
-    def list_revoked(self, issuer_id: str, now: datetime) -> list[RevokedEntry]:
-        """Revoked, unexpired certificates of one issuer: the CRL's entries."""
-        found = self._db.all(q.LIST_REVOKED, {"b_issuer_id": issuer_id, "b_now": now})
-        return [
-            RevokedEntry(serial=r.serial, revoked_at=r.revoked_at, reason=r.revocation_reason)
-            for r in found
-        ]
 
     def set_renewal_window(
         self, serial: str, start: datetime | None, end: datetime | None

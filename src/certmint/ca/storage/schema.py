@@ -122,6 +122,9 @@ challenges = Table(
     Column("validated_at", MicroTimestamp, nullable=True),
     Column("error_json", Text, nullable=True),
     Column("validation_json", Text, nullable=True),
+    # Multi-perspective corroboration (BR 3.2.2.9): every perspective's
+    # outcome, a JSON list; NULL for a single-perspective VA (migration 0003).
+    Column("perspectives", Text, nullable=True),
 )
 
 orders = Table(
@@ -170,9 +173,50 @@ certificates = Table(
     Column("ari_window_start", MicroTimestamp, nullable=True),
     Column("ari_window_end", MicroTimestamp, nullable=True),
     Column("replaced_by_order", String(64), nullable=True),
+    # Revision 0004: the CRL shard (1..N) named by the certificate's CRL
+    # Distribution Point; NULL for certificates issued before sharding, which
+    # name the issuer's complete CRL.
+    Column("crl_shard", Integer, nullable=True),
     # CRL generation: revoked certificates of one issuer still unexpired.
     Index("ix_certificates_crl", "issuer_id", "status", "not_after"),
+    # ... and of one shard of one issuer.
+    Index("ix_certificates_crl_shard", "issuer_id", "crl_shard", "status", "not_after"),
+    # certmint-ca admin revoke --account.
+    Index("ix_certificates_account", "account_id", "status"),
     # Key-compromise revocation and blocked-key checks look up by key.
     Index("ix_certificates_key", "key_spki_sha256"),
     Index("ix_certificates_order", "order_id"),
+)
+
+# Keys refused for accounts and certificates (BR 6.1.1.3): the SHA-256 of the
+# SubjectPublicKeyInfo, hex (like certificates.key_spki_sha256), and where
+# the block came from (Boulder's blockedKeys). Revision 0004.
+blocked_keys = Table(
+    "blocked_keys",
+    metadata,
+    Column("key_spki_sha256", String(64), primary_key=True),
+    Column("added_at", MicroTimestamp, nullable=False),
+    Column("source", String(32), nullable=False),  # "revocation" | "admin"
+    Column("comment", Text, nullable=True),
+    Column("revoked_serial", String(64), nullable=True),
+)
+
+# The current CRL of each (issuer, shard); shard 0 is the complete CRL.
+# Revocations bump dirty_version / set dirty_since in their own transaction;
+# the CRL updater leases a row (leased_until + its token) while it builds.
+# Revision 0004.
+crl_shards = Table(
+    "crl_shards",
+    metadata,
+    Column("issuer_id", String(128), primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("crl_number", BigInteger, nullable=True),
+    Column("this_update", MicroTimestamp, nullable=True),
+    Column("next_update", MicroTimestamp, nullable=True),
+    Column("entries", Integer, nullable=True),
+    Column("der", LargeBinary, nullable=True),
+    Column("dirty_version", BigInteger, nullable=False),
+    Column("dirty_since", MicroTimestamp, nullable=True),
+    Column("leased_until", MicroTimestamp, nullable=True),
+    Column("lease_token", String(64), nullable=True),
 )

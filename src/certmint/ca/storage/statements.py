@@ -30,8 +30,10 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     func,
     literal,
+    null,
     or_,
     select,
     update,
@@ -56,8 +58,10 @@ from certmint.ca.storage.schema import (
     MicroTimestamp,
     accounts,
     authorizations,
+    blocked_keys,
     certificates,
     challenges,
+    crl_shards,
     eab_keys,
     orders,
 )
@@ -126,6 +130,7 @@ _AUTHZ_JOINED_COLUMNS = (
     challenges.c.validated_at.label("c_validated_at"),
     challenges.c.error_json.label("c_error_json"),
     challenges.c.validation_json.label("c_validation_json"),
+    challenges.c.perspectives.label("c_perspectives"),
 )
 _AUTHZ_JOIN = authorizations.outerjoin(challenges, challenges.c.authz_id == authorizations.c.id)
 
@@ -219,6 +224,7 @@ FINISH_CHALLENGE = (
         validated_at=bindparam("b_validated_at", type_=MicroTimestamp),
         error_json=bindparam("b_error_json"),
         validation_json=bindparam("b_validation_json"),
+        perspectives=bindparam("b_perspectives"),
     )
 )
 FINISH_AUTHZ = (
@@ -292,6 +298,9 @@ SELECT_CERTIFICATE = select(certificates).where(certificates.c.serial == bindpar
 SELECT_SERIAL_EXISTS = select(certificates.c.serial).where(
     certificates.c.serial == bindparam("b_serial")
 )
+# RETURNING names the CRL the revocation must reach (marked dirty in the
+# same transaction).
+_CRL_PLACE = (certificates.c.serial, certificates.c.issuer_id, certificates.c.crl_shard)
 REVOKE_CERTIFICATE = (
     update(certificates)
     .where(certificates.c.serial == bindparam("b_serial"), certificates.c.status == CERT_GOOD)
@@ -300,6 +309,69 @@ REVOKE_CERTIFICATE = (
         revoked_at=bindparam("b_revoked_at", type_=MicroTimestamp),
         revocation_reason=bindparam("b_reason"),
     )
+    .returning(*_CRL_PLACE)
+)
+SELECT_REVOCATION = select(
+    certificates.c.status, certificates.c.revocation_reason, certificates.c.not_after
+).where(certificates.c.serial == bindparam("b_serial"))
+# Boulder's UpdateRevokedCertificate: an already revoked certificate may be
+# re-revoked for keyCompromise (1) only; its revocation date stays.
+_NOT_KEY_COMPROMISE = or_(
+    certificates.c.revocation_reason.is_(None), certificates.c.revocation_reason != 1
+)
+REREVOKE_FOR_KEY_COMPROMISE = (
+    update(certificates)
+    .where(
+        certificates.c.serial == bindparam("b_serial"),
+        certificates.c.status == CERT_REVOKED,
+        _NOT_KEY_COMPROMISE,
+    )
+    .values(revocation_reason=1)
+    .returning(*_CRL_PLACE)
+)
+# A key-compromise revocation reaches every unexpired certificate of the key
+# (BR 4.9.1.1 item 3), by any account: good ones are revoked, revoked ones
+# get reason keyCompromise.
+REVOKE_BY_KEY = (
+    update(certificates)
+    .where(
+        certificates.c.key_spki_sha256 == bindparam("b_key"),
+        certificates.c.status == CERT_GOOD,
+        # Its own bind name: fastpath processes each named bind once per use.
+        certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+    )
+    .values(
+        status=CERT_REVOKED,
+        revoked_at=bindparam("b_revoked_at", type_=MicroTimestamp),
+        revocation_reason=1,
+    )
+    .returning(*_CRL_PLACE)
+)
+REREVOKE_BY_KEY = (
+    update(certificates)
+    .where(
+        certificates.c.key_spki_sha256 == bindparam("b_key"),
+        certificates.c.status == CERT_REVOKED,
+        certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+        _NOT_KEY_COMPROMISE,
+    )
+    .values(revocation_reason=1)
+    .returning(*_CRL_PLACE)
+)
+REVOKE_BY_ACCOUNT = (
+    update(certificates)
+    .where(
+        certificates.c.account_id == bindparam("b_account_id"),
+        certificates.c.status == CERT_GOOD,
+        # Its own bind name: fastpath processes each named bind once per use.
+        certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+    )
+    .values(
+        status=CERT_REVOKED,
+        revoked_at=bindparam("b_revoked_at", type_=MicroTimestamp),
+        revocation_reason=bindparam("b_reason"),
+    )
+    .returning(*_CRL_PLACE)
 )
 # RFC 9773: an operator's renewal window (or NULLs to fall back to the
 # default rule); RETURNING says whether the certificate exists.
@@ -315,25 +387,155 @@ SET_RENEWAL_WINDOW = (
 # RFC 9773 §5: a certificate is replaced once. The WHERE clause is the guard:
 # of two orders replacing one certificate, the second finds no row (or finds
 # its own id, when the same order is recorded again).
-MARK_REPLACED = update(certificates).where(
-    certificates.c.serial == bindparam("b_serial"),
-    or_(
-        certificates.c.replaced_by_order.is_(None),
-        certificates.c.replaced_by_order == bindparam("b_order_id"),
-    ),
-).values(replaced_by_order=bindparam("b_order_id"))
+MARK_REPLACED = (
+    update(certificates)
+    .where(
+        certificates.c.serial == bindparam("b_serial"),
+        or_(
+            certificates.c.replaced_by_order.is_(None),
+            certificates.c.replaced_by_order == bindparam("b_order_id"),
+        ),
+    )
+    .values(replaced_by_order=bindparam("b_order_id"))
+)
 SELECT_REPLACED_BY = select(certificates.c.replaced_by_order).where(
     certificates.c.serial == bindparam("b_serial")
 )
 # RFC 5280 §5.1.2.6: a CRL need not list certificates past their notAfter.
+_REVOKED_ENTRY = (
+    certificates.c.serial,
+    certificates.c.revoked_at,
+    certificates.c.revocation_reason,
+)
 LIST_REVOKED = (
-    select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
+    select(*_REVOKED_ENTRY)
     .where(
         certificates.c.issuer_id == bindparam("b_issuer_id"),
         certificates.c.status == CERT_REVOKED,
         certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
     )
     .order_by(certificates.c.serial)
+)
+LIST_REVOKED_IN_SHARD = (
+    select(*_REVOKED_ENTRY)
+    .where(
+        certificates.c.issuer_id == bindparam("b_issuer_id"),
+        certificates.c.crl_shard == bindparam("b_shard"),
+        certificates.c.status == CERT_REVOKED,
+        certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+    )
+    .order_by(certificates.c.serial)
+)
+# The highest shard any certificate of the issuer names: after an operator
+# lowers --crl-shards, the higher shards are still served.
+MAX_CRL_SHARD = select(func.max(certificates.c.crl_shard).label("shard")).where(
+    certificates.c.issuer_id == bindparam("b_issuer_id")
+)
+SELECT_GOOD_SERIALS_BY_KEY = select(certificates.c.serial).where(
+    certificates.c.key_spki_sha256 == bindparam("b_key"),
+    certificates.c.status == CERT_GOOD,
+    certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+)
+SELECT_GOOD_SERIALS_BY_ACCOUNT = select(certificates.c.serial).where(
+    certificates.c.account_id == bindparam("b_account_id"),
+    certificates.c.status == CERT_GOOD,
+    certificates.c.not_after > bindparam("b_now", type_=MicroTimestamp),
+)
+
+# --- blocked keys (BR 6.1.1.3) -------------------------------------------------
+
+SELECT_BLOCKED_KEY = select(blocked_keys).where(
+    blocked_keys.c.key_spki_sha256 == bindparam("b_key")
+)
+LIST_BLOCKED_KEYS = select(blocked_keys).order_by(
+    blocked_keys.c.added_at, blocked_keys.c.key_spki_sha256
+)
+
+# --- CRL shards ------------------------------------------------------------------
+
+_CRL_STATE = tuple(c for c in crl_shards.c if c.key not in ("der", "lease_token"))
+# Every revocation that reaches a shard marks it (and the complete CRL, shard
+# 0) in its own transaction; the updater rebuilds marked shards soon after.
+MARK_CRL_DIRTY = (
+    update(crl_shards)
+    .where(
+        crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+        crl_shards.c.shard == bindparam("b_shard"),
+    )
+    .values(
+        dirty_version=crl_shards.c.dirty_version + 1,
+        dirty_since=func.coalesce(
+            crl_shards.c.dirty_since, bindparam("b_now", type_=MicroTimestamp)
+        ),
+    )
+)
+LIST_CRL_STATES = (
+    select(*_CRL_STATE)
+    .where(crl_shards.c.issuer_id == bindparam("b_issuer_id"))
+    .order_by(crl_shards.c.shard)
+)
+# A lease is taken only if nobody holds an unexpired one (Boulder's
+# LeaseCRLShard); RETURNING is the state the builder starts from.
+LEASE_CRL_SHARD = (
+    update(crl_shards)
+    .where(
+        crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+        crl_shards.c.shard == bindparam("b_shard"),
+        or_(
+            crl_shards.c.leased_until.is_(None),
+            crl_shards.c.leased_until <= bindparam("b_now", type_=MicroTimestamp),
+        ),
+    )
+    .values(
+        leased_until=bindparam("b_until", type_=MicroTimestamp),
+        lease_token=bindparam("b_token"),
+    )
+    .returning(*_CRL_STATE)
+)
+# Stored only by the lease holder; the shard stays dirty if a revocation
+# arrived after the builder read its entries (dirty_version moved on).
+STORE_CRL = (
+    update(crl_shards)
+    .where(
+        crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+        crl_shards.c.shard == bindparam("b_shard"),
+        crl_shards.c.lease_token == bindparam("b_token"),
+    )
+    .values(
+        crl_number=bindparam("b_number"),
+        this_update=bindparam("b_this_update", type_=MicroTimestamp),
+        next_update=bindparam("b_next_update", type_=MicroTimestamp),
+        entries=bindparam("b_entries"),
+        der=bindparam("b_der", type_=crl_shards.c.der.type),
+        dirty_since=case(
+            (crl_shards.c.dirty_version == bindparam("b_read_version"), null()),
+            else_=crl_shards.c.dirty_since,
+        ),
+        leased_until=null(),
+        lease_token=null(),
+    )
+)
+RELEASE_CRL_LEASE = (
+    update(crl_shards)
+    .where(
+        crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+        crl_shards.c.shard == bindparam("b_shard"),
+        crl_shards.c.lease_token == bindparam("b_token"),
+    )
+    .values(leased_until=null(), lease_token=null())
+)
+SELECT_CRL = select(
+    crl_shards.c.crl_number,
+    crl_shards.c.this_update,
+    crl_shards.c.next_update,
+    crl_shards.c.der,
+).where(
+    crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+    crl_shards.c.shard == bindparam("b_shard"),
+)
+SELECT_CRL_NUMBER = select(crl_shards.c.crl_number).where(
+    crl_shards.c.issuer_id == bindparam("b_issuer_id"),
+    crl_shards.c.shard == bindparam("b_shard"),
 )
 
 
@@ -351,6 +553,8 @@ class DialectInserts:
     account_if_new: Insert
     eab_key_if_new: Insert
     certificate_if_new: Insert
+    blocked_key_if_new: Insert
+    crl_shard_if_new: Insert
 
 
 def dialect_inserts(engine: Engine) -> DialectInserts:
@@ -375,4 +579,16 @@ def dialect_inserts(engine: Engine) -> DialectInserts:
         .values(_insert_binds(certificates))
         .on_conflict_do_nothing(index_elements=["serial"])
         .returning(certificates.c.serial),
+        blocked_key_if_new=make(blocked_keys)
+        .values(_insert_binds(blocked_keys))
+        .on_conflict_do_nothing(index_elements=["key_spki_sha256"])
+        .returning(blocked_keys.c.key_spki_sha256),
+        # A row for a shard that has never had a CRL, so it can be leased.
+        crl_shard_if_new=make(crl_shards)
+        .values(
+            issuer_id=bindparam("issuer_id"),
+            shard=bindparam("shard"),
+            dirty_version=0,
+        )
+        .on_conflict_do_nothing(index_elements=["issuer_id", "shard"]),
     )

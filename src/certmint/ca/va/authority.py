@@ -20,6 +20,8 @@ from dataclasses import replace
 from certmint.ca.va.addresses import normalize_hostname, parse_ip
 from certmint.ca.va.caa import CAAChecker
 from certmint.ca.va.dns01 import Dns01Validator
+from certmint.ca.va.dns_account01 import DnsAccount01Validator
+from certmint.ca.va.dns_persist01 import DnsPersist01Validator
 from certmint.ca.va.http01 import Http01Validator
 from certmint.ca.va.model import VAConfig, ValidationRequest, ValidationResult
 from certmint.ca.va.resolver import VAResolver
@@ -33,6 +35,15 @@ log = logging.getLogger(__name__)
 HTTP_01 = "http-01"
 DNS_01 = "dns-01"
 TLS_ALPN_01 = "tls-alpn-01"
+DNS_ACCOUNT_01 = "dns-account-01"  # draft-ietf-acme-dns-account-label, BR 3.2.2.4.21
+DNS_PERSIST_01 = "dns-persist-01"  # draft-ietf-acme-dns-persist, BR 3.2.2.4.22
+# The methods whose proof lives in DNS at (a label under) the base name: the
+# only ones that can prove a wildcard (RFC 8555 §7.1.3; BR 3.2.2.6), and none
+# can prove an IP address, which has no name to put a record under (RFC 8738 §7).
+DNS_BASED = (DNS_01, DNS_ACCOUNT_01, DNS_PERSIST_01)
+# dns-persist-01 has no token (draft-ietf-acme-dns-persist-00 §3.1): its record
+# names the account, not a key authorization.
+_KEY_AUTHORIZATION_FREE = (DNS_PERSIST_01,)
 
 # RFC 7638 thumbprints are base64url; SHA-256 gives 43 characters, and we
 # leave room for longer hashes without letting arbitrary text through.
@@ -54,6 +65,8 @@ class ValidationAuthority:
         self._resolver = VAResolver(config)
         self._http01 = Http01Validator(config, self._resolver)
         self._dns01 = Dns01Validator(config, self._resolver)
+        self._dns_account01 = DnsAccount01Validator(config, self._resolver)
+        self._dns_persist01 = DnsPersist01Validator(config, self._resolver, clock)
         self._tlsalpn01 = TlsAlpn01Validator(config, self._resolver)
         self._caa = CAAChecker(self._resolver, config.caa_identities)
 
@@ -63,7 +76,13 @@ class ValidationAuthority:
 
     @property
     def supported_challenge_types(self) -> tuple[str, ...]:
-        return (HTTP_01, DNS_01, TLS_ALPN_01)
+        """Everything this VA can check; the PA offers the operator-enabled
+        subset. dns-persist-01 needs at least one issuer domain name (§3.1:
+        the challenge's list MUST NOT be empty)."""
+        kinds = (HTTP_01, DNS_01, TLS_ALPN_01, DNS_ACCOUNT_01, DNS_PERSIST_01)
+        if self._dns_persist01.issuer_domain_names:
+            return kinds
+        return kinds[:-1]
 
     async def aclose(self) -> None:
         """Nothing is pooled: every lookup and fetch opens and closes its own
@@ -148,11 +167,12 @@ class ValidationAuthority:
         kind = request.challenge_type
         if kind not in self.supported_challenge_types:
             return malformed(f"Unsupported challenge type {echo(kind)!r}")
-        if not is_valid_token(request.token):
-            return malformed("Challenge token is not a base64url string of at least 128 bits")
-        thumbprint = request.key_authorization.removeprefix(request.token + ".")
-        if thumbprint == request.key_authorization or not _THUMBPRINT.fullmatch(thumbprint):
-            return malformed('Key authorization is not "<token>.<account key thumbprint>"')
+        if kind not in _KEY_AUTHORIZATION_FREE:
+            if not is_valid_token(request.token):
+                return malformed("Challenge token is not a base64url string of at least 128 bits")
+            thumbprint = request.key_authorization.removeprefix(request.token + ".")
+            if thumbprint == request.key_authorization or not _THUMBPRINT.fullmatch(thumbprint):
+                return malformed('Key authorization is not "<token>.<account key thumbprint>"')
         host = self._target_host(request)
         if host is None:
             return malformed(
@@ -163,27 +183,43 @@ class ValidationAuthority:
             return await self._http01.validate(host, request.token, request.key_authorization)
         if kind == TLS_ALPN_01:
             return await self._tlsalpn01.validate(host, request.key_authorization)
-        return await self._dns01.validate(host, request.key_authorization)
+        if kind == DNS_01:
+            return await self._dns01.validate(host, request.key_authorization)
+        # Both newer DNS methods are bound to the account's URL: the record
+        # name (dns-account-01) or the record's accounturi (dns-persist-01).
+        if request.account_uri is None:
+            return malformed(f"{kind} needs the account URL, and the request has none")
+        if kind == DNS_ACCOUNT_01:
+            return await self._dns_account01.validate(
+                host, request.key_authorization, request.account_uri
+            )
+        return await self._dns_persist01.validate(
+            host,
+            account_uri=request.account_uri,
+            wildcard=request.wildcard or request.identifier_value.startswith("*."),
+        )
 
     def _target_host(self, request: ValidationRequest) -> str | None:
         """The lower-case name or canonical IP text to validate, or None.
 
-        Wildcards are only provable with dns-01 (RFC 8555 §7.1.3, BR
-        3.2.2.4.7), whose record lives at the base name. IP identifiers
-        (RFC 8738 §7) are provable with http-01 and tls-alpn-01 only.
+        Wildcards are only provable with the DNS-based methods (RFC 8555
+        §7.1.3, BR 3.2.2.6), whose records live at the base name. IP
+        identifiers (RFC 8738 §7) are provable with http-01 and tls-alpn-01
+        only.
         """
         value = request.identifier_value
         if request.identifier_type == "ip":
-            if request.challenge_type == DNS_01:
+            if request.challenge_type in DNS_BASED:
                 return None
             address = parse_ip(value)
             return str(address) if address is not None and "[" not in value else None
         if request.identifier_type != "dns":
             return None
-        if value.startswith("*."):
-            if request.challenge_type != DNS_01:
+        wildcard = value.startswith("*.")
+        if wildcard or request.wildcard:
+            if request.challenge_type not in DNS_BASED:
                 return None
-            value = value[2:]
+            value = value.removeprefix("*.")
         if parse_ip(value) is not None:
             return None
         return normalize_hostname(value)

@@ -97,25 +97,46 @@ class CAAVerdict:
     reason: str  # for the problem detail and the log
 
 
-def _permits(prop: CAARecord, question: CAAQuestion) -> bool:
+def _shown(text: str, limit: int = 160) -> str:
+    """DNS-supplied text, bounded and printable, for a problem detail."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return clean + ("..." if len(text) > limit else "")
+
+
+@dataclass(frozen=True)
+class _Mismatch:
+    """Why one issue/issuewild property does not permit this issuance."""
+
+    names_us: bool  # it names one of our identities (a parameter failed)
+    why: str
+
+
+def _mismatch(prop: CAARecord, question: CAAQuestion) -> _Mismatch | None:
+    """None when ``prop`` permits the issuance asked for."""
+    shown = f'"{prop.tag} {_shown(prop.value)}"'
     parsed = parse_issuer_value(prop.value)
-    if parsed is None or not parsed.domain:
-        return False
+    if parsed is None:
+        return _Mismatch(False, f"{shown} does not follow the RFC 8659 §4.2 grammar")
+    if not parsed.domain:
+        return _Mismatch(False, f"{shown} forbids issuance by any CA")
     if parsed.domain.lower() not in {i.lower() for i in question.identities}:
-        return False
+        return _Mismatch(False, f"{shown} names another CA")
     account_uri = parsed.parameters.get("accounturi")
     # RFC 8657 §3: the URI must equal the account's, octet for octet.
     if account_uri is not None and account_uri != question.account_uri:
-        return False
+        yours = question.account_uri or "no account"
+        return _Mismatch(True, f"{shown} allows only that accounturi, not {_shown(yours)}")
     methods = parsed.parameters.get("validationmethods")
     if methods is not None:
         listed = methods.split(",")
         # RFC 8657 §4 grammar; like Boulder, a malformed list matches nothing.
         if not all(_METHOD.fullmatch(m) for m in listed):
-            return False
+            return _Mismatch(True, f"{shown} has a malformed validationmethods list")
         if question.challenge_type not in listed:
-            return False
-    return True
+            return _Mismatch(
+                True, f"{shown} does not allow validation method {question.challenge_type}"
+            )
+    return None
 
 
 def evaluate_caa(rrset: Sequence[CAARecord], question: CAAQuestion) -> CAAVerdict:
@@ -135,12 +156,20 @@ def evaluate_caa(rrset: Sequence[CAARecord], question: CAAQuestion) -> CAAVerdic
     kind = ISSUEWILD if use_issuewild else ISSUE
     if not relevant:
         return CAAVerdict(True, "no issue or issuewild property applies")
-    if any(_permits(r, question) for r in relevant):
-        return CAAVerdict(True, f"an {kind} property names this CA")
+    mismatches = []
+    for record in relevant:
+        mismatch = _mismatch(record, question)
+        if mismatch is None:
+            return CAAVerdict(True, f"an {kind} property names this CA")
+        mismatches.append(mismatch)
+    # Say what to change: a property that names us but whose parameters do
+    # not fit is the one its owner meant for us; else the first one found.
+    chosen = next((m for m in mismatches if m.names_us), mismatches[0])
     names = ", ".join(question.identities)
+    more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
     return CAAVerdict(
         False,
-        f"no {kind} property names {names} with a matching accounturi and validationmethods",
+        f"no {kind} property permits {names} to issue: {chosen.why}{more}",
     )
 
 

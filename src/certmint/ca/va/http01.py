@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import h11
 import httpx
 
-from certmint.ca.va.addresses import format_host_for_url, normalize_hostname, parse_ip
+from certmint.ca.va.addresses import (
+    AddressPolicy,
+    format_host_for_url,
+    normalize_hostname,
+    parse_ip,
+)
 from certmint.ca.va.model import VAConfig, ValidationRecord, ValidationResult
 from certmint.ca.va.resolver import DnsLookupError, VAResolver, plan_dial
 from certmint.protocol.problems import Problem, ProblemType
@@ -145,6 +150,7 @@ class Http01Validator:
     def __init__(self, config: VAConfig, resolver: VAResolver) -> None:
         self._config = config
         self._resolver = resolver
+        self._policy = AddressPolicy.for_config(config)
         self._tls = build_tls_context()
 
     async def validate(self, host: str, token: str, key_authorization: str) -> ValidationResult:
@@ -235,9 +241,15 @@ class Http01Validator:
                 f'Only "http" and "https" protocol schemes are supported, not "{scheme}"'
             )
         if joined.userinfo:
-            # Never echo them: they may be real secrets the server leaked.
+            # RFC 9110 §4.2.4: userinfo in an http(s) URI from an untrusted
+            # source is to be treated as an error (it disguises the authority),
+            # and the VA sends no credentials anyway (BR 3.2.2.4.19 fetches
+            # anonymously), so it is refused rather than stripped. Never
+            # echoed: it may be a real secret the server leaked.
             return connection_problem(
-                f"Fetching {current.url}: Redirect target carries credentials"
+                f"Fetching {current.url}: Redirect target carries credentials "
+                "(user:password@ in its URL); the CA never sends credentials, "
+                "so redirect to a URL without them"
             )
         configured = (
             self._config.https_port if joined.scheme == "https" else self._config.http01_port
@@ -265,11 +277,12 @@ class Http01Validator:
 
     async def _addresses(self, hop: _Hop, progress: _Progress) -> tuple[str, ...] | Problem:
         progress.phase, progress.target, progress.address = "dns", hop.target, None
-        plan = await plan_dial(
-            self._resolver, hop.target.host, allow_private=self._config.allow_private_addresses
-        )
+        # Resolved with nothing filtered, then cut down by the one policy:
+        # the addresses dialled below come from this lookup only.
+        plan = await plan_dial(self._resolver, hop.target.host, allow_private=True)
         if isinstance(plan, DnsLookupError):
             return plan.problem
+        plan = self._policy.restrict(plan, hop.target.host)
         hop.resolved = plan.resolved
         if plan.refusal is not None:
             return connection_problem(f"Fetching {hop.target.url}: {plan.refusal}")
@@ -370,7 +383,9 @@ class Http01Validator:
                 )
             return _Redirect(", ".join(_header_text(v) for v in locations))
         if status != 200:
-            return connection_problem(f"{address}: Invalid response from {target.url}: {status}")
+            # The server answered, so this is not a connection problem: it
+            # did not serve the key authorization (Boulder: unauthorized).
+            return unauthorized_problem(f"{address}: Invalid response from {target.url}: {status}")
         return await self._read_capped(connection, reader, response)
 
     async def _read_head(

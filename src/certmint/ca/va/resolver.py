@@ -17,13 +17,28 @@ Resolver uses), and do the socket part ourselves: one connected UDP socket
 per query and nameserver, with a TCP retry (``dns.asyncquery.tcp``) for a
 truncated answer (RFC 1035 §4.2.1, RFC 7766 §5).
 
+Queries carry EDNS (RFC 6891) with a 1232-octet UDP payload (the DNS Flag
+Day 2020 value: no IP fragmentation) and no DO bit: answers come back
+without RRSIGs, since validation is the resolver's job. EDNS is also what
+lets a validating resolver say why it failed: an RFC 8914 Extended DNS Error
+in a SERVFAIL ("DNSSEC Bogus", "Signature Expired", ...) goes into the
+problem detail, so an applicant whose signatures are broken is told to look
+at DNSSEC rather than at their nameservers in general.
+
+DNSSEC: the VA does not validate; it is pointed at a validating resolver
+(``--dns-resolver``, e.g. Unbound) and trusts its verdict. Such a resolver
+answers SERVFAIL for Bogus data (RFC 4035 §5.5), which maps to a ``dns``
+problem like any failed lookup, so a validation failure never becomes an
+answer, an empty RRset or, for CAA, permission (RFC 8659 §3).
+
 Failure mapping, as dnspython's Resolver did it:
 - a response that does not parse or answers another question is ignored, as
   is an ICMP "port unreachable" (both are spoofable; an unconnected socket
   would not even see the latter), and the wait goes on;
 - NXDOMAIN is final (``NXDOMAIN`` detail); YXDOMAIN is final ("failed");
-- any other rcode, a malformed answer section (a CNAME chain too long, data
-  for an NXDOMAIN), a socket error or a bad TCP retry take that nameserver
+- a CNAME chain that loops or is too long is final (it is the domain's data);
+- any other rcode, a malformed answer section (data for an NXDOMAIN), a
+  socket error or a bad TCP retry take that nameserver
   out for this lookup and the next one is asked; none left → ``SERVFAIL``;
 - the whole lookup has ``dns_timeout``; when it runs out → ``timed out``.
 """
@@ -53,9 +68,21 @@ from certmint.ca.va.model import VAConfig
 from certmint.protocol.problems import Problem, ProblemType
 
 Nameserver = tuple[str, int]  # (IP address, port)
-# Enough for any answer to a query without EDNS (512 octets, RFC 1035 §4.2.1)
-# and for a server that ignores that limit.
+# Enough for any answer to our EDNS payload size and for a server that
+# ignores that limit.
 _MAX_DATAGRAM = 65535
+# RFC 6891 §6.2.5 requestor's UDP payload size; 1232 is DNS Flag Day 2020's
+# recommendation (fits the IPv6 minimum MTU, so answers are not fragmented).
+EDNS_PAYLOAD = 1232
+# The OPT pseudo-RR (RFC 6891 §6.1.2): root owner, TYPE 41, CLASS = payload
+# size, TTL = extended RCODE 0, version 0, flags 0 (no DO), no options.
+_OPT_RR = b"\0" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)
+# RFC 8914 §4 INFO-CODEs 1-12 all say DNSSEC validation failed (unsupported
+# algorithm or digest, bogus, indeterminate, expired or not-yet-valid
+# signatures, missing DNSKEY/RRSIG/NSEC, no zone key bit).
+_DNSSEC_EDE_CODES = frozenset(range(1, 13))
+# Bounds what the resolver's EXTRA-TEXT may add to a problem detail.
+_EDE_TEXT_LIMIT = 200
 
 
 class DnsLookupError(Exception):
@@ -94,12 +121,40 @@ def _nxdomain(rdtype: str, name: str) -> DnsLookupError:
     )
 
 
-def _servfail(rdtype: str, name: str) -> DnsLookupError:
+@dataclass(frozen=True)
+class ExtendedError:
+    """An RFC 8914 Extended DNS Error the resolver attached to a failure."""
+
+    code: int  # INFO-CODE
+    text: str  # as dnspython renders it: "EDE 6 (DNSSEC Bogus): <EXTRA-TEXT>"
+
+    @property
+    def is_dnssec(self) -> bool:
+        return self.code in _DNSSEC_EDE_CODES
+
+
+def extended_error(message: dns.message.Message) -> ExtendedError | None:
+    """The first Extended DNS Error of ``message`` (a DNSSEC one if any),
+    rendered printable and bounded: it ends up in a problem detail."""
+    found = message.extended_errors()
+    if not found:
+        return None
+    option = next((o for o in found if int(o.code) in _DNSSEC_EDE_CODES), found[0])
+    text = option.to_text()
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:_EDE_TEXT_LIMIT])
+    return ExtendedError(int(option.code), shown + ("..." if len(text) > _EDE_TEXT_LIMIT else ""))
+
+
+def _servfail(rdtype: str, name: str, extended: ExtendedError | None = None) -> DnsLookupError:
+    """Boulder's wording, plus the resolver's Extended DNS Error when it gave
+    one; a DNSSEC failure names DNSSEC as the thing to fix."""
+    advice = "the domain's nameservers may be malfunctioning"
+    if extended is not None and extended.is_dnssec:
+        advice = "DNSSEC validation failed: check the domain's DS and DNSKEY records and signatures"
+    if extended is not None:
+        advice += f" (resolver: {extended.text})"
     return DnsLookupError(
-        dns_problem(
-            f"DNS problem: SERVFAIL looking up {rdtype} for {name} - "
-            "the domain's nameservers may be malfunctioning"
-        )
+        dns_problem(f"DNS problem: SERVFAIL looking up {rdtype} for {name} - {advice}")
     )
 
 
@@ -108,6 +163,15 @@ def _timed_out(rdtype: str, name: str) -> DnsLookupError:
         dns_problem(
             f"DNS problem: query timed out looking up {rdtype} for {name} - "
             "check that the domain's nameservers answer"
+        )
+    )
+
+
+def _cname_chain(rdtype: str, name: str) -> DnsLookupError:
+    return DnsLookupError(
+        dns_problem(
+            f"DNS problem: CNAME chain too long or looping looking up {rdtype} for {name} - "
+            "check the domain's CNAME records"
         )
     )
 
@@ -175,8 +239,8 @@ class _Query:
     Built by hand rather than with ``dns.message.make_query``: that plus
     ``to_wire`` cost more than parsing the answer. The layout is RFC 1035
     §4.1: header (ID, RD set because the configured servers are recursive
-    resolvers, one question), then QNAME, QTYPE, QCLASS=IN. No EDNS, as
-    dnspython's Resolver sent none.
+    resolvers, one question, one additional record), then QNAME, QTYPE,
+    QCLASS=IN, then the OPT record (RFC 6891 §6.1.1).
     """
 
     name: str
@@ -192,7 +256,7 @@ class _Query:
 
     @property
     def wire(self) -> bytes:
-        return struct.pack("!HHHHHH", self.id, _RD, 1, 0, 0, 0) + self.question
+        return struct.pack("!HHHHHH", self.id, _RD, 1, 0, 0, 1) + self.question + _OPT_RR
 
     def is_answered_by(self, wire: bytes) -> bool:
         """Whether a datagram claims to answer this query (the checks of
@@ -214,7 +278,7 @@ class _Query:
 
     def as_message(self) -> dns.message.QueryMessage:
         """The same query as a dnspython message, for the TCP retry."""
-        message = dns.message.make_query(self.name, self.rdtype)
+        message = dns.message.make_query(self.name, self.rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         message.id = self.id
         return message
 
@@ -273,13 +337,23 @@ async def _exchange_udp(server: Nameserver, query: _Query, deadline: float) -> _
 class _BadServer(Exception):
     """This nameserver gave no usable answer; ask the next one."""
 
+    def __init__(self, extended: ExtendedError | None = None) -> None:
+        super().__init__()
+        self.extended = extended
 
-def _answer_rdatas(message: dns.message.QueryMessage) -> list[dns.rdata.Rdata]:
+
+def _answer_rdatas(
+    message: dns.message.QueryMessage, rdtype: str, name: str
+) -> list[dns.rdata.Rdata]:
     """The records answering the question, CNAME chain followed (bounded by
-    dnspython's MAX_CHAIN); raises ``_BadServer`` for a malformed answer."""
+    dnspython's MAX_CHAIN). A chain that loops or runs too long is the
+    domain's data, not a broken server, so it is final and says so; any other
+    malformed answer raises ``_BadServer``."""
     try:
         chain = message.resolve_chaining()
-    except dns.exception.DNSException as exc:  # ChainTooLong, AnswerForNXDOMAIN, FormError
+    except dns.message.ChainTooLong as exc:
+        raise _cname_chain(rdtype, name) from exc
+    except dns.exception.DNSException as exc:  # AnswerForNXDOMAIN, FormError
         raise _BadServer from exc
     return list(chain.answer) if chain.answer is not None else []
 
@@ -303,16 +377,20 @@ class VAResolver:
             raise _failed(rdtype, name) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
+        extended: ExtendedError | None = None
         for server in self._nameservers:
             if loop.time() >= deadline:
                 break
             try:
                 return await self._ask(server, query, deadline, rdtype, name)
-            except (_BadServer, OSError):
-                continue  # dnspython's Resolver: take this one out, ask the next
+            except _BadServer as exc:
+                extended = exc.extended or extended
+            except OSError:
+                pass
+            # dnspython's Resolver: take this one out, ask the next.
         if loop.time() >= deadline:
             raise _timed_out(rdtype, name)
-        raise _servfail(rdtype, name)
+        raise _servfail(rdtype, name, extended)
 
     async def _ask(
         self,
@@ -348,13 +426,15 @@ class VAResolver:
             message = over_tcp
         rcode = message.rcode()
         if rcode == dns.rcode.NOERROR:
-            return _answer_rdatas(message)
+            return _answer_rdatas(message, rdtype, name)
         if rcode == dns.rcode.NXDOMAIN:
-            _answer_rdatas(message)  # an NXDOMAIN carrying the answer is malformed
+            _answer_rdatas(message, rdtype, name)  # an NXDOMAIN carrying the answer is malformed
             raise _nxdomain(rdtype, name)
         if rcode == dns.rcode.YXDOMAIN:
             raise _failed(rdtype, name)
-        raise _BadServer  # SERVFAIL, REFUSED, NOTIMP, FORMERR, ...
+        # SERVFAIL (a validating resolver's answer for Bogus data, RFC 4035
+        # §5.5), REFUSED, NOTIMP, FORMERR, ...: never an answer.
+        raise _BadServer(extended_error(message))
 
     async def lookup_host(self, name: str) -> HostAddresses:
         """A and AAAA for ``name``, queried concurrently.

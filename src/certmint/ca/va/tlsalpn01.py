@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from certmint.ca.va.addresses import parse_ip
+from certmint.ca.va.addresses import AddressPolicy, parse_ip
 from certmint.ca.va.http01 import connection_problem, unauthorized_problem
 from certmint.ca.va.model import VAConfig, ValidationRecord, ValidationResult
 from certmint.ca.va.resolver import DnsLookupError, VAResolver, plan_dial
@@ -40,6 +41,34 @@ class _DialFailure:
 
 def tls_problem(detail: str) -> Problem:
     return Problem(type=ProblemType.TLS, detail=detail, status=400)
+
+
+def alpn_refused(where: str) -> Problem:
+    """The server did not select ``acme-tls/1`` (RFC 8737 §3 requires it).
+
+    Whether it refused with a no_application_protocol alert (RFC 7301 §3.2),
+    which fails the handshake, or silently went on without ALPN, the fault is
+    the same and so is the problem: ``tls``. Boulder reports the silent case
+    as ``unauthorized``; see docs/divergences.md.
+    """
+    return tls_problem(
+        f'{where}: Cannot negotiate ALPN protocol "{ACME_TLS_ALPN_PROTOCOL}" '
+        "for tls-alpn-01 challenge: the server there must select it and present "
+        "the challenge certificate (RFC 8737 §3); a proxy or CDN that terminates "
+        "TLS in front of it cannot"
+    )
+
+
+def ssl_error_text(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason for a failed handshake, for the detail: Python has no
+    ``reason`` name for newer alerts (no_application_protocol), so fall back
+    to the message without its "[SSL]" prefix and source location."""
+    if exc.reason:
+        return str(exc.reason)
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    text = re.sub(r"^\[[A-Z0-9_]+\]\s*", "", text)
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+    return text[:120] or "unknown reason"
 
 
 def build_tls_context() -> ssl.SSLContext:
@@ -87,15 +116,22 @@ def check_certificate(host: str, der: bytes, key_authorization: str, where: str)
     try:
         extension = cert.extensions.get_extension_for_oid(ID_PE_ACME_IDENTIFIER)
     except (x509.ExtensionNotFound, ValueError):
-        return unauthorized_problem(f"{_WRONG_CERT} Missing acmeIdentifier extension.")
+        return unauthorized_problem(
+            f"{_WRONG_CERT} Missing acmeIdentifier extension: the certificate from {where} "
+            f"must carry it ({ID_PE_ACME_IDENTIFIER.dotted_string}, RFC 8737 §3)"
+        )
     if not extension.critical:
-        return unauthorized_problem(f"{_WRONG_CERT} The acmeIdentifier extension is not critical.")
+        return unauthorized_problem(
+            f"{_WRONG_CERT} The acmeIdentifier extension of the certificate from {where} "
+            "is not critical; RFC 8737 §3 requires it to be"
+        )
     value = getattr(extension.value, "value", b"")
     expected = tls_alpn01_extension_value(key_authorization)
     if value != expected:
         return unauthorized_problem(
-            f"{_WRONG_CERT} Invalid acmeIdentifier extension value. "
-            f"Expected {expected[2:].hex()} (got {bytes(value)[2:34].hex()})"
+            f"{_WRONG_CERT} Invalid acmeIdentifier extension value in the certificate from "
+            f"{where}. Expected {expected[2:].hex()}, the SHA-256 of this challenge's key "
+            f"authorization (got {bytes(value)[2:34].hex()})"
         )
     return None
 
@@ -104,6 +140,7 @@ class TlsAlpn01Validator:
     def __init__(self, config: VAConfig, resolver: VAResolver) -> None:
         self._config = config
         self._resolver = resolver
+        self._policy = AddressPolicy.for_config(config)
         self._tls = build_tls_context()
 
     async def validate(self, host: str, key_authorization: str) -> ValidationResult:
@@ -123,11 +160,10 @@ class TlsAlpn01Validator:
     async def _run(
         self, host: str, key_authorization: str, record: ValidationRecord
     ) -> tuple[Problem | None, ValidationRecord]:
-        plan = await plan_dial(
-            self._resolver, host, allow_private=self._config.allow_private_addresses
-        )
+        plan = await plan_dial(self._resolver, host, allow_private=True)
         if isinstance(plan, DnsLookupError):
             return plan.problem, record
+        plan = self._policy.restrict(plan, host)
         record = ValidationRecord(
             url=None,
             hostname=host,
@@ -155,10 +191,7 @@ class TlsAlpn01Validator:
             der, alpn = outcome
             where = f"{address}:{record.port}"
             if alpn != ACME_TLS_ALPN_PROTOCOL:
-                return unauthorized_problem(
-                    f'Cannot negotiate ALPN protocol "{ACME_TLS_ALPN_PROTOCOL}" '
-                    f"for tls-alpn-01 challenge with {where}"
-                ), record
+                return alpn_refused(where), record
             return check_certificate(host, der, key_authorization, where), record
         return problem, record
 
@@ -178,9 +211,11 @@ class TlsAlpn01Validator:
                 connection_problem(f"{where}: Timeout during connect (likely firewall problem)")
             )
         except ssl.SSLError as exc:
+            reason = ssl_error_text(exc)
+            if "no application protocol" in reason.lower().replace("_", " "):
+                return alpn_refused(where)
             return tls_problem(
-                f"{where}: Error getting validation data: TLS handshake failed "
-                f"({exc.reason or 'unknown reason'})"
+                f"{where}: Error getting validation data: TLS handshake failed ({reason})"
             )
         except OSError:
             return _DialFailure(

@@ -20,6 +20,7 @@ from certmint.ca.config import CAConfig
 from certmint.ca.nonces import NonceService
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import RegistrationAuthority
+from certmint.ca.request_body import read_limited
 from certmint.ca.storage.records import AccountRecord
 from certmint.ca.storage.sa import StorageAuthority
 from certmint.ca.urls import ACME_PREFIX, AcmeUrls
@@ -127,21 +128,10 @@ class WebFrontEnd:
                 "use POST (or POST-as-GET, RFC 8555 §6.3) for this resource"
             )
         check_content_type(request.headers.get("content-type"))
-        declared = request.headers.get("content-length")
-        limit = self._config.max_body_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        body = await read_limited(request, self._config.max_body_bytes)
+        if body is None:
             raise errors.Malformed("request body is too large", status=413)
-        # Without a Content-Length (chunked) the size is only known while
-        # reading: stop at the limit instead of buffering whatever a hostile
-        # client keeps sending.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise errors.Malformed("request body is too large", status=413)
-            chunks.append(chunk)
-        return self._auth.authenticate(b"".join(chunks), self._request_url(request), rule)
+        return self._auth.authenticate(body, self._request_url(request), rule)
 
     @staticmethod
     def _require_post_as_get(auth: Authenticated) -> None:
@@ -210,9 +200,7 @@ class WebFrontEnd:
         if not auth.jws.is_post_as_get:
             message = self._message(AccountUpdateRequest.from_json, auth.payload())
             account = self._ra.accounts.update_account(account, message)
-        return self._response(
-            self._render.account(account), location=self.urls.account(account.id)
-        )
+        return self._response(self._render.account(account), location=self.urls.account(account.id))
 
     async def account_orders(self, request: Request) -> Response:
         auth = await self._authenticated(request, KeyRule.KID)
@@ -223,9 +211,7 @@ class WebFrontEnd:
         raw_cursor = request.query_params.get("cursor")
         if raw_cursor is not None and not raw_cursor.isdigit():
             raise errors.Malformed("cursor must be a number")
-        views, next_cursor = self._ra.list_orders(
-            account, int(raw_cursor) if raw_cursor else None
-        )
+        views, next_cursor = self._ra.list_orders(account, int(raw_cursor) if raw_cursor else None)
         links: tuple[str, ...] = ()
         if next_cursor is not None:
             links = (f'<{self.urls.account_orders(account.id, next_cursor)}>;rel="next"',)
@@ -237,9 +223,7 @@ class WebFrontEnd:
         account = self._ra.accounts.change_key(
             self._account_of(auth), auth.payload(), auth.jws.url or ""
         )
-        return self._response(
-            self._render.account(account), location=self.urls.account(account.id)
-        )
+        return self._response(self._render.account(account), location=self.urls.account(account.id))
 
     # -- orders ------------------------------------------------------------
 

@@ -11,7 +11,10 @@ from certmint.ca.policy import PolicyAuthority
 from certmint.ca.ra import AuthzView, OrderView
 from certmint.ca.storage.records import AccountRecord, ChallengeRecord
 from certmint.ca.urls import AcmeUrls
+from certmint.protocol.challenges import dns_persist01_issuer_domain_names
 from certmint.protocol.messages import format_rfc3339
+
+DNS_PERSIST_01 = "dns-persist-01"
 
 
 class Renderer:
@@ -19,6 +22,9 @@ class Renderer:
         self._urls = urls
         self._config = config
         self._pa = pa
+        # draft-ietf-acme-dns-persist-00 §3.1 (and the §2 note: drawn from
+        # caaIdentities); the VA accepts exactly these names in records.
+        self._issuer_domain_names = list(dns_persist01_issuer_domain_names(config.caa_identities))
         self.directory_body = json.dumps(self._directory()).encode()
 
     def _directory(self) -> dict[str, Any]:
@@ -104,8 +110,13 @@ class Renderer:
             "type": challenge.type,
             "url": self._urls.challenge(challenge.authz_id, challenge.id),
             "status": challenge.status,
-            "token": challenge.token,
         }
+        if challenge.type == DNS_PERSIST_01:
+            # §3.1: no token (the record names the account instead), and the
+            # issuer domain names a record may carry.
+            body["issuer-domain-names"] = self._issuer_domain_names
+        else:
+            body["token"] = challenge.token
         if challenge.validated_at is not None:
             body["validated"] = format_rfc3339(challenge.validated_at)
         if challenge.error_json is not None:
