@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from certmint.testing.harness import (
+    SERVE_READY_MARKER,
     free_port,
     openssl_verify,
     program_path,
@@ -83,7 +84,7 @@ def test_start_ca_prints_a_working_certbot_command(tmp_path: Path) -> None:
         log_path,
     )  # fmt: skip
     try:
-        banner = wait_for_output(process, log_path, "certmint-ca: ready", START_TIMEOUT_SECONDS)
+        banner = wait_for_output(process, log_path, SERVE_READY_MARKER, START_TIMEOUT_SECONDS)
 
         directory_url = banner_value(banner, r"ACME directory (\S+)")
         assert directory_url == f"https://127.0.0.1:{acme_port}/directory"

@@ -32,6 +32,7 @@ from typing import Any
 
 from certmint.ca.app import CAServer, build_ca_server, build_crl_updater
 from certmint.ca.config import CAConfig
+from certmint.ca.crl_updater import CrlUpdater
 from certmint.ca.issuance.configured import load_configured_hierarchy
 from certmint.ca.issuance.crl import CrlConfig
 from certmint.ca.issuance.hierarchy import (
@@ -53,6 +54,9 @@ from certmint.runtime import Clock, Entropy, SystemClock, SystemEntropy
 log = logging.getLogger("certmint.ca.serve")
 
 READY_TIMEOUT_SECONDS = 60.0
+# How often a start-up that is still waiting for its workers looks for one
+# that died (a dead worker's byte never comes).
+_READY_TICK_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_TIMEOUT_SECONDS = 10.0
 DEV_DNS_ADDRESS = ("127.0.0.1", 8053)
@@ -198,6 +202,13 @@ def _supervise(
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(ready_read)
+            # Keep only this worker's listeners: a sibling's SO_REUSEPORT
+            # socket kept open here would, if that sibling died, go on
+            # taking its share of connections that nobody ever accepts.
+            for other, pair in enumerate(per_worker):
+                if other != index:
+                    for sock in pair:
+                        sock.close()
             code = 0
             try:
                 _install_uvloop()
@@ -212,6 +223,9 @@ def _supervise(
                 )
             except KeyboardInterrupt:
                 code = 0
+            except ServeError as exc:  # a start-up refusal: one line, no traceback
+                log.error("worker %d: %s", index, exc)
+                code = 1
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -226,24 +240,34 @@ def _supervise(
 
     stopping = False
 
-    def stop_all(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
+    def signal_children(signum: int) -> None:
         for child in children:
             try:
-                os.kill(child, signal.SIGTERM)
+                os.kill(child, signum)
             except ProcessLookupError:
                 pass
 
+    def stop_all(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        signal_children(signal.SIGTERM)
+        # A child that ignores SIGTERM must not keep this loop (and with it
+        # the CA's exit) waiting forever: SIGKILL what is left after a while.
+        signal.signal(signal.SIGALRM, lambda signum, frame: signal_children(signal.SIGKILL))
+        signal.alarm(int(STOP_TIMEOUT_SECONDS))
+
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
-    if _wait_ready(ready_read, settings.workers):
+    exit_code = 0
+    if _wait_ready(ready_read, settings.workers, children):
         announce()
     else:
+        exit_code = 1
         stop_all(signal.SIGTERM, None)
     os.close(ready_read)
 
-    exit_code = 0
     while children:
         pid, status = os.wait()
         if pid in children:
@@ -268,6 +292,9 @@ def _start_crl_updater(settings: ServeSettings) -> int:
         _crl_updater_process(settings, parent)
     except (KeyboardInterrupt, SystemExit):
         code = 0
+    except ServeError as exc:
+        log.error("the CRL updater: %s", exc)
+        code = 1
     except BaseException:
         log.exception("the CRL updater failed")
         code = 1
@@ -279,6 +306,9 @@ def _start_crl_updater(settings: ServeSettings) -> int:
 def _crl_updater_process(settings: ServeSettings, parent: int) -> None:
     # SIGTERM ends a build at once: the updater releases its lease on the
     # way out (CrlUpdater.build), so a restarted CA rebuilds without waiting.
+    # While the updater loop runs it also sets the loop's stop event, for
+    # when the SystemExit lands where Python ignores exceptions (a weakref
+    # callback, a __del__) and would otherwise be lost.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _die_with_parent(parent)
     clock, entropy = SystemClock(), SystemEntropy()
@@ -293,9 +323,21 @@ def _crl_updater_process(settings: ServeSettings, parent: int) -> None:
             entropy=entropy,
             crl=settings.crl,
         )
-        asyncio.run(updater.run(asyncio.Event()))
+        asyncio.run(_run_until_terminated(updater))
     finally:
         sa.close()
+
+
+async def _run_until_terminated(updater: CrlUpdater) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(stop.set)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    await updater.run(stop)
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
@@ -337,21 +379,31 @@ def _stop_child(pid: int) -> None:
         select.select([], [], [], 0.05)  # a short pause without time.sleep
 
 
-def _wait_ready(ready_read: int, workers: int) -> bool:
+def _wait_ready(ready_read: int, workers: int, children: list[int]) -> bool:
+    """Wait until every worker wrote its byte to ``ready_read``. False at once
+    when a child (worker or CRL updater) exits first, which is then reaped
+    and taken off ``children``; False after ``READY_TIMEOUT_SECONDS``."""
     loop_clock = SystemClock()
     deadline = loop_clock.monotonic() + READY_TIMEOUT_SECONDS
     ready = 0
     while ready < workers:
         remaining = deadline - loop_clock.monotonic()
         if remaining <= 0:
+            log.error("the workers were not ready within %.0f s", READY_TIMEOUT_SECONDS)
             return False
-        readable, _, _ = select.select([ready_read], [], [], remaining)
-        if not readable:
-            return False
-        data = os.read(ready_read, 64)
-        if not data:  # every worker closed the pipe: they died
-            return False
-        ready += len(data)
+        readable, _, _ = select.select([ready_read], [], [], min(remaining, _READY_TICK_SECONDS))
+        if readable:
+            data = os.read(ready_read, 64)
+            if not data:  # every worker closed the pipe: they died
+                return False
+            ready += len(data)
+            continue
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.remove(pid)
+                log.error("process %d exited (status %d) before serving; stopping", pid, status)
+                return False
     return True
 
 

@@ -44,6 +44,8 @@ from certmint.runtime import SystemClock
 
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 30.0
+# What certmint-ca serve prints once every worker serves (ca/cli.py, announce).
+SERVE_READY_MARKER = "certmint-ca: ready"
 # Between readiness probes we wait on the process itself, so a server that
 # dies while starting is noticed at once instead of at the deadline.
 _PROBE_INTERVAL_SECONDS = 0.2
@@ -404,6 +406,12 @@ def running_ca(
         processes.append(serve)
         root_pem_path.write_bytes(_fetch_root(serve, ca.management_url, deadline, ca_log_path))
         _wait_for_directory(serve, ca.directory_url, root_pem_path, deadline, ca_log_path)
+        # One worker answering is not all of them: serve prints "ready" once
+        # every worker serves (a worker that died at start-up used to leave
+        # its share of connections unanswered while the others passed).
+        wait_for_output(
+            serve, ca_log_path, SERVE_READY_MARKER, max(0.0, deadline - _CLOCK.monotonic())
+        )
         yield ca
     except BaseException:
         print_logs(ca)

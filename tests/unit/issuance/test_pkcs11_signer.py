@@ -219,3 +219,46 @@ def test_signer_survives_release_and_reopens_its_session(hsm: SoftHsm, token: So
     assert spki_fingerprint(fresh.public_key) == spki_fingerprint(signer.public_key)
     release_modules()
     assert signer.protection().hardware_bound
+
+
+def _open_sign_release(module_path: str, token: SoftHsmToken, open_lock: Path, rounds: int) -> None:
+    """A child process: open a signer, sign, release; ``rounds`` times. Exit
+    code = the number of rounds that failed."""
+    import os
+
+    failed = 0
+    for _ in range(rounds):
+        try:
+            signer = Pkcs11Signer(module_path, token.label, token.pin, "k", open_lock=open_lock)
+            if not verify_signature(signer.public_key, signer.sign(b"tbs"), b"tbs"):
+                failed += 1
+        except SignerError:
+            failed += 1
+        release_modules()
+    os._exit(min(failed, 100))
+
+
+def test_processes_opening_sessions_at_once_all_find_the_token(
+    hsm: SoftHsm, token: SoftHsmToken, tmp_path: Path
+) -> None:
+    # serve's parent, CRL updater and workers open their sessions at the same
+    # moment. SoftHSM2 rewrites the token file on C_Login, and a process that
+    # looked the token up meanwhile was told it does not exist (a quarter of
+    # such rounds failed without the lock); with the shared open lock none does.
+    import multiprocessing
+
+    generate_key_pair(hsm.module_path, token.label, token.pin, "k", "ecdsa-p256")
+    release_modules()  # the children initialise the module themselves
+    context = multiprocessing.get_context("fork")
+    children = [
+        context.Process(
+            target=_open_sign_release,
+            args=(hsm.module_path, token, tmp_path / "pkcs11.lock", 25),
+        )
+        for _ in range(3)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+    assert [child.exitcode for child in children] == [0, 0, 0]

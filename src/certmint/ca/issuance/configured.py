@@ -122,7 +122,7 @@ def _pin(reader: _Reader, path: Path, where: str) -> str:
     return text.removesuffix("\n").removesuffix("\r")
 
 
-def _signer(reader: _Reader, key: Any, where: str) -> Signer:
+def _signer(reader: _Reader, key: Any, where: str, open_lock: Path) -> Signer:
     key = reader.table(key, where, {"file", "module", "token", "label", "pin_file"})
     if "file" in key:
         if set(key) != {"file"}:
@@ -142,6 +142,7 @@ def _signer(reader: _Reader, key: Any, where: str) -> Signer:
             reader.text(key, "token", where),
             pin,
             reader.text(key, "label", where),
+            open_lock=open_lock,
         )
     except SignerError as exc:
         raise reader.error(where, str(exc)) from None
@@ -171,7 +172,12 @@ def _chain(
 
 
 def _issuer(
-    reader: _Reader, raw: Any, index: int, roots: Sequence[x509.Certificate], now: datetime
+    reader: _Reader,
+    raw: Any,
+    index: int,
+    roots: Sequence[x509.Certificate],
+    now: datetime,
+    open_lock: Path,
 ) -> IssuerMaterial:
     where = f"issuer[{index}]"
     data = reader.table(raw, where, {"id", "certificate", "chain", "alternate_chains", "key"})
@@ -194,7 +200,7 @@ def _issuer(
         raise reader.error(f"{where}.certificate", "is not valid now")
     if "key" not in data:
         raise reader.error(f"{where}.key", "missing")
-    signer = _signer(reader, data["key"], f"{where}.key")
+    signer = _signer(reader, data["key"], f"{where}.key", open_lock)
     if signer.public_key.public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
         raise reader.error(f"{where}.key", f"{signer.key_id} is not the certificate's key")
     extra = reader.paths(data.get("chain", []), f"{where}.chain")
@@ -237,8 +243,11 @@ def load_configured_hierarchy(
     raw_issuers = data.get("issuer")
     if not isinstance(raw_issuers, list) or not raw_issuers:
         raise reader.error("issuer", "at least one [[issuer]]")
+    # serve's processes (parent, CRL updater, workers) open their PKCS#11
+    # sessions one at a time through this lock (issuance/pkcs11.py).
+    open_lock = Path(data_dir) / "pkcs11.lock"
     issuers = tuple(
-        _issuer(reader, raw, index, roots, now) for index, raw in enumerate(raw_issuers)
+        _issuer(reader, raw, index, roots, now, open_lock) for index, raw in enumerate(raw_issuers)
     )
     ids = [issuer.id for issuer in issuers]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)

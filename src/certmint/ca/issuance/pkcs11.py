@@ -19,15 +19,28 @@ signers.py, row "raw, session per call"): C_OpenSession + C_Login + key lookup
 Forks. A PKCS#11 module must be initialised again in a child process (§5.4,
 "C_Initialize ... after fork"). ``serve`` loads and checks the hierarchy in the
 parent, calls ``release_modules()`` and lets each worker open its own.
+
+Several processes. Opening a session (C_Initialize, the token lookup, C_Login)
+takes an exclusive advisory lock on ``open_lock`` when one is given, so the
+CA's processes open their sessions one at a time. SoftHSM2's file store
+rewrites the token's object file on C_Login (and its generation file in
+C_Initialize) while another process may be reading it: a worker that looked
+the token up at that moment was told "no token labelled ..." and died at
+start-up (SoftHSMv2 issue #757, "Token integrity check failed"). Signing
+writes nothing, so signatures from several processes need no such lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -107,36 +120,77 @@ def _pin_digest(pin: str) -> bytes:
     return hashlib.sha256(pin.encode("utf-8")).digest()
 
 
-def _session(module_path: str, token_label: str, pin: str) -> tuple[_Module, Any]:
+@contextmanager
+def _opening(open_lock: Path | None) -> Iterator[None]:
+    """Hold ``open_lock`` (flock, exclusive) while a session is opened: see
+    "Several processes" above. The lock goes with the descriptor, so a
+    process that dies holding it frees it."""
+    if open_lock is None:
+        yield
+        return
+    try:
+        open_lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(open_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SignerError(f"cannot open the PKCS#11 lock {open_lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_session_of(key: tuple[str, str], pin: str) -> Any | None:
+    """The session already open on ``key``, if any (under the module's lock).
+
+    The token is then already logged in and a second C_Login would fail,
+    so the PIN is checked against the one that opened it instead."""
+    existing = _sessions.get(key)
+    if existing is None:
+        return None
+    session, digest = existing
+    if not hmac.compare_digest(digest, _pin_digest(pin)):
+        raise SignerError(f"token {key[1]!r}: wrong PIN")
+    return session
+
+
+def _session(
+    module_path: str, token_label: str, pin: str, open_lock: Path | None = None
+) -> tuple[_Module, Any]:
     """The logged-in session on ``token_label`` (opened on first use)."""
     import pkcs11
     import pkcs11.exceptions as p11e
 
-    module = _module(module_path)
     key = (module_path, token_label)
-    with module.lock:
-        existing = _sessions.get(key)
-        if existing is not None:
-            session, digest = existing
-            # The token is already logged in: a second C_Login would fail, so
-            # check the PIN against the one that opened it instead.
-            if not hmac.compare_digest(digest, _pin_digest(pin)):
-                raise SignerError(f"token {token_label!r}: wrong PIN")
+    with _registry_lock:
+        known = _modules.get(module_path)
+    if known is not None:
+        with known.lock:
+            session = _open_session_of(key, pin)
+            if session is not None:
+                return known, session
+    with _opening(open_lock):
+        module = _module(module_path)
+        with module.lock:
+            session = _open_session_of(key, pin)  # another thread may have opened it
+            if session is not None:
+                return module, session
+            try:
+                token = module.lib.get_token(token_label=token_label)
+            except p11e.NoSuchToken:
+                raise SignerError(f"no token labelled {token_label!r} in {module_path}") from None
+            except p11e.MultipleTokensReturned:
+                raise SignerError(
+                    f"several tokens labelled {token_label!r} in {module_path}"
+                ) from None
+            except pkcs11.PKCS11Error as exc:
+                raise SignerError(f"token {token_label!r}: {_reason(exc)}") from None
+            try:
+                session = token.open(rw=True, user_pin=pin)
+            except pkcs11.PKCS11Error as exc:
+                raise SignerError(f"token {token_label!r}: {_reason(exc)}") from None
+            _sessions[key] = (session, _pin_digest(pin))
             return module, session
-        try:
-            token = module.lib.get_token(token_label=token_label)
-        except p11e.NoSuchToken:
-            raise SignerError(f"no token labelled {token_label!r} in {module_path}") from None
-        except p11e.MultipleTokensReturned:
-            raise SignerError(f"several tokens labelled {token_label!r} in {module_path}") from None
-        except pkcs11.PKCS11Error as exc:
-            raise SignerError(f"token {token_label!r}: {_reason(exc)}") from None
-        try:
-            session = token.open(rw=True, user_pin=pin)
-        except pkcs11.PKCS11Error as exc:
-            raise SignerError(f"token {token_label!r}: {_reason(exc)}") from None
-        _sessions[key] = (session, _pin_digest(pin))
-        return module, session
 
 
 def _forget_session(module_path: str, token_label: str) -> None:
@@ -227,13 +281,25 @@ class KeyProtection:
 
 
 class Pkcs11Signer:
-    """A ``Signer`` whose key is ``key_label`` on the token ``token_label``."""
+    """A ``Signer`` whose key is ``key_label`` on the token ``token_label``.
 
-    def __init__(self, module_path: str, token_label: str, pin: str, key_label: str) -> None:
+    ``open_lock``: the lock file every process of one CA shares while opening
+    its session ("Several processes" above); None for a lone process."""
+
+    def __init__(
+        self,
+        module_path: str,
+        token_label: str,
+        pin: str,
+        key_label: str,
+        *,
+        open_lock: Path | None = None,
+    ) -> None:
         self._module_path = module_path
         self._token_label = token_label
         self._pin = pin
         self._key_label = key_label
+        self._open_lock = open_lock
         # RFC 7512 PKCS#11 URI: how HSM tools name the same key.
         self._key_id = f"pkcs11:token={token_label};object={key_label};type=private"
         # The private key object as found through one session: a key object
@@ -260,7 +326,9 @@ class Pkcs11Signer:
 
         lost = (p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.DeviceRemoved)
         for attempt in (1, 2):
-            module, session = _session(self._module_path, self._token_label, self._pin)
+            module, session = _session(
+                self._module_path, self._token_label, self._pin, self._open_lock
+            )
             with module.lock:
                 try:
                     if self._bound is None or self._bound[0] is not session:
