@@ -250,8 +250,18 @@ def _lifecycle(agent: Agent, authenticator: str, nginx: Nginx | None, knot: Knot
     # A cron job's renew: no authenticator flags, the renewal conf says how.
     renewed = agent.renew("--force-renewal")
     assert f"{name}: renewed" in renewed.stdout
-    for domain in NAMES:  # the same method again, read back from the conf
-        assert f"{domain}: validated ({CHALLENGE[authenticator]})" in renewed.stdout
+    # The same method again, read back from the conf.
+    method = CHALLENGE[authenticator]
+    validated = [domain for domain in NAMES if f"{domain}: validated ({method})" in renewed.stdout]
+    if ca.kind == "pebble":
+        # Pebble reuses a valid authorization one time in a hundred even with
+        # PEBBLE_AUTHZREUSE=0 (wfe.go makes a new one only when
+        # rand.Intn(100) > the percentage): such a name says so, and at
+        # least one name must have been validated again.
+        reused = [domain for domain in NAMES if f"{domain}: already authorized" in renewed.stdout]
+        assert validated and sorted(validated + reused) == sorted(NAMES), renewed.stdout
+    else:
+        assert validated == list(NAMES), renewed.stdout
     second = assert_certbot_layout(agent, name, version=2, names=NAMES, authenticator=recorded)
     assert second.serial_number != first.serial_number
     assert all((agent.archive(name) / f"{kind}1.pem").is_file() for kind in KINDS)
