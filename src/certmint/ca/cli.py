@@ -233,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _eab(args: argparse.Namespace) -> int:
+    from certmint.ca.ra_accounts import new_eab_key
     from certmint.ca.storage import open_storage
-    from certmint.ca.storage.records import EabKeyRecord
     from certmint.protocol.b64 import b64url_encode
     from certmint.runtime import SystemClock, SystemEntropy
 
@@ -243,13 +243,7 @@ def _eab(args: argparse.Namespace) -> int:
     sa = open_storage(_database_url(args, data_dir))
     try:
         if args.eab_command == "create":
-            entropy = SystemEntropy()
-            record = EabKeyRecord(
-                kid="kid-" + b64url_encode(entropy.token_bytes(12)),
-                hmac_key=entropy.token_bytes(32),
-                created_at=SystemClock().now(),
-                account_id=None,
-            )
+            record = new_eab_key(SystemClock(), SystemEntropy())
             sa.create_eab_key(record)
             print(f"kid: {record.kid}")
             print(f"hmac-key: {b64url_encode(record.hmac_key)}")

@@ -15,9 +15,10 @@ from certmint.ca import errors
 from certmint.ca.config import CAConfig
 from certmint.ca.policy import PolicyAuthority
 from certmint.ca.storage.errors import EabKeyUnavailable, KeyInUse, StaleState
-from certmint.ca.storage.records import ACCOUNT_VALID, AccountRecord
+from certmint.ca.storage.records import ACCOUNT_VALID, AccountRecord, EabKeyRecord
 from certmint.ca.storage.sa import StorageAuthority
 from certmint.ca.urls import AcmeUrls
+from certmint.protocol.b64 import b64url_encode
 from certmint.protocol.jwk import (
     JWKError,
     canonical_jwk_json,
@@ -26,7 +27,7 @@ from certmint.protocol.jwk import (
 )
 from certmint.protocol.jws import EAB_ALGS, JWSError, parse_jws, verify_hmac_jws, verify_jws
 from certmint.protocol.messages import AccountUpdateRequest, NewAccountRequest
-from certmint.runtime import Clock
+from certmint.runtime import Clock, Entropy
 
 
 class AccountRegistrar:
@@ -203,3 +204,27 @@ class AccountRegistrar:
             raise conflict from None
         except StaleState:
             raise errors.Unauthorized("account changed concurrently; retry") from None
+
+
+# RFC 8555 §7.3.4 leaves the MAC key's size to the CA; 256 bits, as for HS256.
+EAB_HMAC_KEY_BYTES = 32
+_EAB_KEY_DRAWS = 64
+
+
+def new_eab_key(clock: Clock, entropy: Entropy) -> EabKeyRecord:
+    """A fresh, unbound EAB key pair (kid, HMAC key) for an operator to hand out.
+
+    The base64url HMAC key never starts with "-": clients parse
+    ``--eab-hmac-key -xyz...`` as a missing value plus an unknown option
+    (certbot: "expected one argument"), one key in 64. Redrawing costs
+    log2(64/63) = 0.02 bits of the 256."""
+    for _ in range(_EAB_KEY_DRAWS):
+        hmac_key = entropy.token_bytes(EAB_HMAC_KEY_BYTES)
+        if not b64url_encode(hmac_key).startswith("-"):
+            return EabKeyRecord(
+                kid="kid-" + b64url_encode(entropy.token_bytes(12)),
+                hmac_key=hmac_key,
+                created_at=clock.now(),
+                account_id=None,
+            )
+    raise RuntimeError("the entropy source keeps returning keys that start with '-'")
