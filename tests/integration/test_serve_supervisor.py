@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 from certmint.ca.serve import _wait_ready
@@ -96,5 +97,28 @@ def test_each_worker_holds_only_its_own_listeners(tmp_path: Path) -> None:
             assert len(sockets & acme) == 1
             assert len(sockets & management) == 1
         assert not _socket_inodes(process.pid) & (acme | management)  # nor the supervisor
+    finally:
+        stop_process(process)
+
+
+def test_a_one_worker_server_stops_when_its_crl_updater_dies(tmp_path: Path) -> None:
+    # One worker has no supervisor: the worker watches the updater itself, so
+    # that CRLs never silently stop being renewed (they expire after 7 days).
+    log_path = tmp_path / "serve.log"
+    argv = [
+        program_path("certmint-ca"), "serve",
+        "--data-dir", str(tmp_path / "data"),
+        "--listen", f"127.0.0.1:{free_port()}",
+        "--management-listen", f"127.0.0.1:{free_port()}",
+        "--workers", "1",
+    ]  # fmt: skip
+    process = start_process(argv, log_path)
+    try:
+        wait_for_output(process, log_path, SERVE_READY_MARKER, START_TIMEOUT_SECONDS)
+        (updater,) = _children(process.pid)
+        os.kill(updater, signal.SIGKILL)
+        assert process.wait(timeout=START_TIMEOUT_SECONDS) == 1
+        assert f"the CRL updater (process {updater}) exited" in log_path.read_text()
+        assert "Traceback" not in log_path.read_text()
     finally:
         stop_process(process)

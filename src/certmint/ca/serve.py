@@ -57,6 +57,9 @@ READY_TIMEOUT_SECONDS = 60.0
 # How often a start-up that is still waiting for its workers looks for one
 # that died (a dead worker's byte never comes).
 _READY_TICK_SECONDS = 0.2
+# How often a one-worker server (no supervisor) looks whether its CRL
+# updater is still alive.
+_CHILD_WATCH_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_TIMEOUT_SECONDS = 10.0
 DEV_DNS_ADDRESS = ("127.0.0.1", 8053)
@@ -157,10 +160,13 @@ def serve(settings: ServeSettings, announce: Callable[[], None]) -> int:
             sockets = (_listen(settings.acme_address), _listen(settings.management_address))
             _install_uvloop()
             shared = _Shared(MemoryNonceService(entropy))
-            asyncio.run(_worker_main(0, settings, sockets, shared, announce))
+            # No supervisor here: the worker itself watches the updater.
+            updater_died = asyncio.run(
+                _worker_main(0, settings, sockets, shared, announce, watch=updater)
+            )
         finally:
             _stop_child(updater)
-        return 0
+        return 1 if updater_died else 0
     # One SO_REUSEPORT socket pair per worker: the kernel spreads new
     # connections evenly across them. A single shared socket lets whichever
     # worker wakes first accept nearly every keep-alive connection, leaving
@@ -437,7 +443,11 @@ async def _worker_main(
     sockets: tuple[socket.socket, socket.socket],
     shared: _Shared,
     on_ready: Callable[[], Any],
-) -> None:
+    watch: int | None = None,
+) -> bool:
+    """Serve until told to stop. With ``watch`` (the CRL updater's pid, when
+    there is no supervisor), stop too when that child dies, rather than serve
+    CRLs that no longer change; True then."""
     import uvicorn
 
     clock, entropy = SystemClock(), SystemEntropy()
@@ -498,11 +508,33 @@ async def _worker_main(
         on_ready()
     else:
         acme.should_exit = management.should_exit = True
+    watcher = None
+    if watch is not None:
+        watcher = asyncio.create_task(_stop_when_child_exits(watch, (acme, management), clock))
     try:
         await asyncio.gather(*tasks)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await server.ra.drain()
         await va.aclose()
         if dev_dns is not None:
             await dev_dns.stop()
         sa.close()
+    return watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result()
+
+
+async def _stop_when_child_exits(pid: int, servers: tuple[Any, ...], clock: Clock) -> bool:
+    """Look for ``pid``'s exit every ``_CHILD_WATCH_SECONDS``; when it exits,
+    tell ``servers`` (uvicorn) to stop and return True."""
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already: gone all the same
+            done, status = pid, -1
+        if done:
+            log.error("the CRL updater (process %d) exited (status %d); stopping", pid, status)
+            for server in servers:
+                server.should_exit = True
+            return True
+        await clock.sleep(_CHILD_WATCH_SECONDS)
