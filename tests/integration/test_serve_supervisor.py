@@ -4,9 +4,12 @@ connections unanswered), and each worker holds only its own listeners."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from certmint.ca.serve import _wait_ready
@@ -74,19 +77,30 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()]
 
 
-def test_each_worker_holds_only_its_own_listeners(tmp_path: Path) -> None:
-    acme_port, management_port = free_port(), free_port()
+@contextlib.contextmanager
+def _serving(
+    tmp_path: Path, workers: int, acme_port: int, management_port: int
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``certmint-ca serve --workers N``, ready; stopped on exit."""
     log_path = tmp_path / "serve.log"
     argv = [
         program_path("certmint-ca"), "serve",
         "--data-dir", str(tmp_path / "data"),
         "--listen", f"127.0.0.1:{acme_port}",
         "--management-listen", f"127.0.0.1:{management_port}",
-        "--workers", "2",
+        "--workers", str(workers),
     ]  # fmt: skip
     process = start_process(argv, log_path)
     try:
         wait_for_output(process, log_path, SERVE_READY_MARKER, START_TIMEOUT_SECONDS)
+        yield process, log_path
+    finally:
+        stop_process(process)
+
+
+def test_each_worker_holds_only_its_own_listeners(tmp_path: Path) -> None:
+    acme_port, management_port = free_port(), free_port()
+    with _serving(tmp_path, 2, acme_port, management_port) as (process, _):
         acme = _listening_inodes(acme_port)
         management = _listening_inodes(management_port)
         assert len(acme) == len(management) == 2  # one SO_REUSEPORT socket per worker
@@ -97,28 +111,14 @@ def test_each_worker_holds_only_its_own_listeners(tmp_path: Path) -> None:
             assert len(sockets & acme) == 1
             assert len(sockets & management) == 1
         assert not _socket_inodes(process.pid) & (acme | management)  # nor the supervisor
-    finally:
-        stop_process(process)
 
 
 def test_a_one_worker_server_stops_when_its_crl_updater_dies(tmp_path: Path) -> None:
     # One worker has no supervisor: the worker watches the updater itself, so
     # that CRLs never silently stop being renewed (they expire after 7 days).
-    log_path = tmp_path / "serve.log"
-    argv = [
-        program_path("certmint-ca"), "serve",
-        "--data-dir", str(tmp_path / "data"),
-        "--listen", f"127.0.0.1:{free_port()}",
-        "--management-listen", f"127.0.0.1:{free_port()}",
-        "--workers", "1",
-    ]  # fmt: skip
-    process = start_process(argv, log_path)
-    try:
-        wait_for_output(process, log_path, SERVE_READY_MARKER, START_TIMEOUT_SECONDS)
+    with _serving(tmp_path, 1, free_port(), free_port()) as (process, log_path):
         (updater,) = _children(process.pid)
         os.kill(updater, signal.SIGKILL)
         assert process.wait(timeout=START_TIMEOUT_SECONDS) == 1
         assert f"the CRL updater (process {updater}) exited" in log_path.read_text()
         assert "Traceback" not in log_path.read_text()
-    finally:
-        stop_process(process)
