@@ -284,6 +284,7 @@ def _supervise(
             log.error("worker %d exited (status %d); stopping", pid, status)
             exit_code = 1
             stop_all(signal.SIGTERM, None)
+    signal.alarm(0)  # every child is gone: no SIGKILL round left to send
     return exit_code
 
 
