@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certmint.ca.config import CLASSIC, SHORTLIVED, TLSSERVER
 from certmint.ca.issuance.hierarchy import Hierarchy
-from certmint.ca.issuance.signer import SignatureHash, Signer
 from certmint.protocol.csr import split_pem_chain
 from certmint.protocol.messages import parse_rfc3339
 from certmint.testing.acme_client import RawAcmeClient, make_csr
+from tests.unit.issuance.issuance_support import SpySigner
 
 from .conftest import START, TEST_POLICY, CAEnv, make_env_factory, problem_type
 from .flows import certificate_count, validate_order
@@ -31,30 +30,6 @@ from .flows import certificate_count, validate_order
 pytestmark = pytest.mark.anyio
 
 PROFILES = {p.name: p for p in (CLASSIC, TLSSERVER, SHORTLIVED)}
-
-
-class SpySigner:
-    """The issuing signer, counting what it is asked to sign."""
-
-    def __init__(self, inner: Signer) -> None:
-        self.inner = inner
-        self.signed: list[bytes] = []
-
-    @property
-    def key_id(self) -> str:
-        return self.inner.key_id
-
-    @property
-    def public_key(self) -> CertificateIssuerPublicKeyTypes:
-        return self.inner.public_key
-
-    @property
-    def hash_algorithm(self) -> SignatureHash:
-        return self.inner.hash_algorithm
-
-    def sign(self, tbs: bytes) -> bytes:
-        self.signed.append(tbs)
-        return self.inner.sign(tbs)
 
 
 async def _new_order(client: RawAcmeClient, idents: list[tuple[str, str]], **extra: Any) -> Any:

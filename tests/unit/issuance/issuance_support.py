@@ -9,7 +9,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
+from certmint.ca.issuance.signer import SignatureHash, Signer
 from certmint.testing.entropy import SeededEntropy
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -17,6 +19,30 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 # URLs as internal names, which is not what these tests are about.
 CRL_BASE = "http://ca.example.org/crl/"
 AIA_BASE = "http://ca.example.org/aia/"
+
+
+class SpySigner:
+    """A Signer that counts what it is asked to sign."""
+
+    def __init__(self, inner: Signer) -> None:
+        self.inner = inner
+        self.signed: list[bytes] = []
+
+    @property
+    def key_id(self) -> str:
+        return self.inner.key_id
+
+    @property
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
+        return self.inner.public_key
+
+    @property
+    def hash_algorithm(self) -> SignatureHash:
+        return self.inner.hash_algorithm
+
+    def sign(self, tbs: bytes) -> bytes:
+        self.signed.append(tbs)
+        return self.inner.sign(tbs)
 
 
 class RecordingEntropy(SeededEntropy):

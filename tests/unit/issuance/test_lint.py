@@ -14,7 +14,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
 )
 from cryptography.x509.oid import NameOID
@@ -30,41 +29,17 @@ from certmint.ca.issuance.lint import (
     is_public_url,
 )
 from certmint.ca.issuance.profile import subscriber_certificate_builder
-from certmint.ca.issuance.signer import FileSigner, SignatureHash, Signer
+from certmint.ca.issuance.signer import FileSigner, Signer
 from certmint.ca.issuance.signing import LintError, sign_certificate
 from certmint.ca.keypolicy import KeyPolicy, blocked_by, spki_sha256
 from certmint.testing.clock import FakeClock
 
-from .issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy
+from .issuance_support import AIA_BASE, CRL_BASE, START, RecordingEntropy, SpySigner
 
 AIA = f"{AIA_BASE}e1.der"
 CRL = f"{CRL_BASE}e1.crl"
 NAMES = ["www.example.com", "example.com"]
 STRICT = SubscriberLinter(KeyPolicy.default(), LintWaivers())
-
-
-class SpySigner:
-    """A Signer that counts what it is asked to sign."""
-
-    def __init__(self, inner: Signer) -> None:
-        self.inner = inner
-        self.signed: list[bytes] = []
-
-    @property
-    def key_id(self) -> str:
-        return self.inner.key_id
-
-    @property
-    def public_key(self) -> CertificateIssuerPublicKeyTypes:
-        return self.inner.public_key
-
-    @property
-    def hash_algorithm(self) -> SignatureHash:
-        return self.inner.hash_algorithm
-
-    def sign(self, tbs: bytes) -> bytes:
-        self.signed.append(tbs)
-        return self.inner.sign(tbs)
 
 
 def _p256() -> CertificatePublicKeyTypes:
