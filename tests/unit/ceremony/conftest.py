@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from certmint.ca.issuance.pkcs11 import release_modules
 from certmint.testing.clock import FakeClock
 from certmint.testing.entropy import SeededEntropy
-from certmint.testing.softhsm import SoftHsm, create_softhsm
+from certmint.testing.softhsm import SoftHsm, softhsm_session
 
 START = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 
@@ -27,9 +26,7 @@ def entropy() -> SeededEntropy:
 
 
 @pytest.fixture
-def hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsm]:
-    release_modules()  # another test's SOFTHSM2_CONF must not linger
-    hsm = create_softhsm(tmp_path / "hsm")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(hsm.conf_path))
-    yield hsm
-    release_modules()
+def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
+    # SOFTHSM2_CONF set for this test only, the module released around it.
+    with softhsm_session(tmp_path / "hsm") as hsm:
+        yield hsm

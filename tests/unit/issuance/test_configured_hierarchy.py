@@ -23,7 +23,7 @@ from certmint.ca.issuance.signer import FileSigner
 from certmint.testing.ceremony import ONLINE_TOKEN, CeremonyFiles, write_ceremony
 from certmint.testing.clock import FakeClock
 from certmint.testing.entropy import SeededEntropy
-from certmint.testing.softhsm import SoftHsm, create_softhsm
+from certmint.testing.softhsm import SoftHsm, softhsm_session
 
 from .issuance_support import AIA_BASE, CRL_BASE, START
 
@@ -41,12 +41,10 @@ def file_ceremony(tmp_path_factory: pytest.TempPathFactory) -> CeremonyFiles:
 
 
 @pytest.fixture
-def hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsm]:
-    release_modules()
-    hsm = create_softhsm(tmp_path / "hsm")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(hsm.conf_path))
-    yield hsm
-    release_modules()
+def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
+    # SOFTHSM2_CONF set for this test only, the module released around it.
+    with softhsm_session(tmp_path / "hsm") as hsm:
+        yield hsm
 
 
 def _clock() -> FakeClock:

@@ -24,19 +24,17 @@ from certmint.ca.issuance.pkcs11 import (
 )
 from certmint.ca.issuance.signer import SignerError, spki_fingerprint, verify_signature
 from certmint.ca.issuance.signing import sign_certificate, sign_crl
-from certmint.testing.softhsm import SoftHsm, SoftHsmToken, create_softhsm
+from certmint.testing.softhsm import SoftHsm, SoftHsmToken, softhsm_session
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 PIN = "4321"
 
 
 @pytest.fixture
-def hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsm]:
-    release_modules()  # another test's SOFTHSM2_CONF must not linger
-    hsm = create_softhsm(tmp_path / "hsm")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(hsm.conf_path))
-    yield hsm
-    release_modules()
+def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
+    # SOFTHSM2_CONF set for this test only, the module released around it.
+    with softhsm_session(tmp_path / "hsm") as hsm:
+        yield hsm
 
 
 @pytest.fixture
