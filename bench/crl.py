@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from certmint.ca.issuance.crl import build_shard_crl
+from certmint.ca.issuance.crl import build_shard_crl, issuing_distribution_point
 from certmint.ca.issuance.hierarchy import IssuerMaterial
 from certmint.ca.issuance.profile import serial_to_string
 from certmint.ca.issuance.signer import FileSigner
@@ -211,18 +211,7 @@ def _crl_builder(
         )
         # BR 7.2.2: a sharded (partitioned) CRL carries its own URL in a
         # critical Issuing Distribution Point (RFC 5280 §5.2.5).
-        .add_extension(
-            x509.IssuingDistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(CRL_URL)],
-                relative_name=None,
-                only_contains_user_certs=True,
-                only_contains_ca_certs=False,
-                only_some_reasons=None,
-                indirect_crl=False,
-                only_contains_attribute_certs=False,
-            ),
-            critical=True,
-        )
+        .add_extension(issuing_distribution_point(CRL_URL), critical=True)
     )
     if chained:
         for entry in revoked:
